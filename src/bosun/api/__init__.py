@@ -1,0 +1,1 @@
+"""Wire types shared by the server, the client and the agent."""

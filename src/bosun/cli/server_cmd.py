@@ -1,0 +1,133 @@
+"""`bosun server`: run the API server; `bosun server credentials create`: make a key pair."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy.engine import make_url
+
+from bosun.cli.errors import UserError
+from bosun.server.config import ServerConfig
+from bosun.server.store.engine import normalize_db_url
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "server", help="run the API server (ClearML-compatible REST API)",
+        description="Run the bosun API server: ClearML's REST API over an embedded SQLite file "
+        "(default) or PostgreSQL.",
+    )
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8008, help="port to bind (default 8008)")
+    _add_db(parser)
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--auth", dest="auth", action="store_true", default=None,
+                      help="require credentials (default when binding a non-loopback address)")
+    auth.add_argument("--no-auth", dest="auth", action="store_false",
+                      help="accept any client (default on 127.0.0.1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes sharing the port (use with PostgreSQL)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                        help="log level; 'debug' logs every request with its timing")
+    parser.set_defaults(run=run_server)
+
+    sub = parser.add_subparsers(dest="server_command", metavar="SUBCOMMAND")
+    creds = sub.add_parser("credentials", help="manage API key pairs")
+    creds_sub = creds.add_subparsers(dest="credentials_command", metavar="ACTION", required=True)
+    create = creds_sub.add_parser("create", help="create a key pair and print it once")
+    _add_db(create)
+    create.add_argument("--user", default="bosun", help="user the key pair acts as")
+    create.add_argument("--json", action="store_true", help="print JSON")
+    create.set_defaults(run=run_credentials_create)
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", default=os.environ.get("BOSUN_DB"),
+        help="database: a SQLite file path or sqlite:///PATH, or postgresql://USER@HOST/DB "
+        "(default: $BOSUN_DB, else bosun.db in the user data dir)")
+
+
+def _safe_url(db: str | None) -> str:
+    try:
+        return make_url(normalize_db_url(db)).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise UserError(f"invalid --db value {db!r}: {exc}") from exc
+
+
+def _port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+def run_server(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bosun.server.app import CONFIG_ENV, create_app, open_state
+    from bosun.server.store.migrations import SchemaTooNew
+
+    config = ServerConfig(host=args.host, port=args.port, db=args.db, auth=args.auth,
+                          log_level=args.log_level)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    url = _safe_url(args.db)
+    _port_free(args.host, args.port)
+    try:
+        state = open_state(config)
+    except SchemaTooNew as exc:
+        raise UserError(str(exc)) from exc
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise UserError(f"cannot open database {url}: {exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0]}") from exc
+    logging.getLogger("bosun.server").info(
+        "bosun server on http://%s:%d (database %s, auth %s)", args.host, args.port, url,
+        "on" if config.auth_required else "off")
+    common = {"host": args.host, "port": args.port, "log_level": args.log_level,
+              "access_log": False, "log_config": None, "timeout_keep_alive": 75}
+    if args.workers > 1:
+        state.store.dispose()
+        os.environ[CONFIG_ENV] = json.dumps(dataclasses.asdict(config))
+        uvicorn.run("bosun.server.app:app_from_env", factory=True, workers=args.workers,
+                    **common)
+    else:
+        uvicorn.run(create_app(config, state), **common)
+    return 0
+
+
+def run_credentials_create(args: argparse.Namespace) -> int:
+    from bosun.server.auth import create_credentials
+    from bosun.server.store import open_store
+    from bosun.server.store.migrations import migrate
+
+    url = _safe_url(args.db)
+    try:
+        store = open_store(args.db)
+        migrate(store)
+        with store.write() as conn:
+            key, secret = create_credentials(conn, args.user)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise UserError(f"cannot open database {url}: {str(exc).splitlines()[0]}") from exc
+    if args.json:
+        print(json.dumps({"access_key": key, "secret_key": secret}))
+    else:
+        print("New credentials (the secret is shown only now; it is stored hashed):")
+        print(f'  access_key: "{key}"')
+        print(f'  secret_key: "{secret}"')
+        print("clearml.conf:")
+        print(f'  api {{ credentials {{ "access_key" = "{key}", "secret_key" = "{secret}" }} }}')
+    return 0

@@ -1,0 +1,1 @@
+"""The bosun server: ClearML's REST API over SQLite or PostgreSQL."""

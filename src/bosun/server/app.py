@@ -1,0 +1,166 @@
+"""The HTTP application: parse a ClearML-style call, authenticate it, run its handler, wrap the
+answer in the envelope. Errors never leak a traceback to the client."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from anyio import to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bosun.api import errors
+from bosun.api.envelope import envelope
+from bosun.server import auth
+from bosun.server.call import Call, ServerState
+from bosun.server.config import ServerConfig
+from bosun.server.queue_wakeups import QueueWakeups
+from bosun.server.routing import Handler, endpoint_table
+from bosun.server.services import queues
+from bosun.server.store import open_store
+from bosun.server.store.migrations import migrate
+
+log = logging.getLogger("bosun.server")
+
+RAW_BODY_ENDPOINTS = frozenset({"events.add_batch"})
+WORKER_HEADERS = ("x-clearml-worker", "x-trains-worker")
+MAX_THREADS = 64
+CONFIG_ENV = "BOSUN_SERVER_CONFIG"
+
+
+def open_state(config: ServerConfig) -> ServerState:
+    store = open_store(config.db)
+    migrate(store)
+    with store.write() as conn:
+        queues.ensure_default(conn)
+        signer = auth.load_signer(conn)
+    return ServerState(store=store, signer=signer, auth_required=config.auth_required,
+                       wakeups=QueueWakeups())
+
+
+def _json(payload: dict[str, Any], status: int) -> Response:
+    body = json.dumps(payload, separators=(",", ":"), default=str)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _parse_body(raw: bytes, request: Request) -> dict[str, Any]:
+    body: dict[str, Any] = dict(request.query_params)
+    if raw.strip():
+        try:
+            parsed = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise errors.ValidationError(f"malformed JSON body: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise errors.ValidationError("the request body must be a JSON object")
+        body.update(parsed)
+    return body
+
+
+def _identity(state: ServerState, endpoint: str, headers: Any) -> auth.Identity:
+    if endpoint == "auth.login":
+        return auth.ANONYMOUS  # login checks its own credentials
+    header = headers.get("authorization", "")
+    try:
+        if header.lower().startswith("bearer "):
+            return state.signer.verify(header[7:].strip())
+        if header.lower().startswith("basic ") and state.auth_required:
+            key, secret = auth.parse_basic(header)
+            with state.store.read() as conn:
+                return auth.check_credentials(conn, key, secret)
+    except errors.ApiError:
+        if state.auth_required:
+            raise
+        return auth.ANONYMOUS
+    if state.auth_required:
+        raise errors.NoCredentials(
+            "unauthorized (missing credentials): call auth.login, then send the token as "
+            "'Authorization: Bearer <token>'")
+    return auth.ANONYMOUS
+
+
+async def _run(handler: Handler, call: Call) -> dict[str, Any]:
+    if inspect.iscoroutinefunction(handler):
+        return await handler(call)
+    return await to_thread.run_sync(handler, call)  # type: ignore[arg-type]
+
+
+def create_app(config: ServerConfig, state: ServerState | None = None) -> Starlette:
+    state = state or open_state(config)
+    table = endpoint_table()
+
+    async def dispatch(request: Request) -> Response:
+        started = time.perf_counter()
+        endpoint = request.path_params["endpoint"]
+        version = request.path_params.get("version")
+        trx = uuid.uuid4().hex
+        status = 200
+        try:
+            handler = table.get(endpoint)
+            if handler is None:
+                raise errors.EndpointNotSupported(
+                    f"endpoint '{endpoint}' is not supported by this server", endpoint=endpoint)
+            raw = await request.body()
+            body = {} if endpoint in RAW_BODY_ENDPOINTS else _parse_body(raw, request)
+            headers = request.headers
+            call = Call(
+                endpoint=endpoint, body=body, identity=_identity(state, endpoint, headers),
+                state=state, worker=next((headers[h] for h in WORKER_HEADERS if h in headers),
+                                         None),
+                raw=raw if endpoint in RAW_BODY_ENDPOINTS else b"", headers=headers,
+            )
+            data = await _run(handler, call)
+            payload = envelope(endpoint, version, trx, data)
+        except errors.ApiError as exc:
+            status = exc.code
+            payload = envelope(endpoint, version, trx, None, exc)
+        except Exception as exc:
+            log.exception("%s failed (trx %s)", endpoint, trx)
+            status = 500
+            payload = envelope(endpoint, version, trx, None, errors.InternalError(
+                f"internal server error ({type(exc).__name__}); see the server log, trx {trx}"))
+        log.debug("%s %s %d %.1fms", request.method, endpoint, status,
+                  (time.perf_counter() - started) * 1000)
+        return _json(payload, status)
+
+    async def not_found(request: Request) -> Response:
+        return _json(envelope(request.url.path, None, uuid.uuid4().hex, None,
+                              errors.EndpointNotSupported(
+                                  f"no such endpoint: {request.url.path}; calls look like "
+                                  "POST /v2.23/<service>.<action>")), 400)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        state.wakeups.bind(asyncio.get_running_loop())
+        anyio.to_thread.current_default_thread_limiter().total_tokens = MAX_THREADS
+        yield
+        state.store.dispose()
+
+    methods = ["GET", "POST"]
+    routes = [
+        Route("/v{version}/{endpoint}", dispatch, methods=methods),
+        Route("/{endpoint}", dispatch, methods=methods),
+        Route("/{path:path}", not_found, methods=methods),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.bosun = state
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for multi-process serving: each process reads its config from the environment."""
+    raw = os.environ.get(CONFIG_ENV)
+    if not raw:
+        raise RuntimeError(f"{CONFIG_ENV} is not set")
+    return create_app(ServerConfig(**json.loads(raw)))

@@ -1,0 +1,34 @@
+"""What a handler gets: the request body, who is calling, and the server's shared parts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bosun.server.auth import Identity, TokenSigner
+from bosun.server.queue_wakeups import QueueWakeups
+from bosun.server.store import Store
+
+
+@dataclass
+class ServerState:
+    store: Store
+    signer: TokenSigner
+    auth_required: bool
+    wakeups: QueueWakeups
+
+
+@dataclass
+class Call:
+    endpoint: str
+    body: dict[str, Any]
+    identity: Identity
+    state: ServerState
+    worker: str | None = None
+    raw: bytes = field(default=b"", repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def store(self) -> Store:
+        return self.state.store

@@ -1,0 +1,1 @@
+"""One module per ClearML service; each exposes ACTIONS: action name -> handler."""

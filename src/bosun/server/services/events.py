@@ -1,0 +1,258 @@
+"""events.*: console lines, scalars and other reports from a running task, and reading them back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bosun.api import errors
+from bosun.server.call import Call
+from bosun.server.fields import optional, required
+from bosun.server.services import tasks as tasks_service
+from bosun.server.store.schema import events, tasks
+from bosun.server.timestamps import now_ms
+
+LOG = "log"
+SCALAR = "training_stats_scalar"
+DEFAULT_BATCH = 500
+MAX_BATCH = 10_000
+MAX_SERIES_POINTS = 10_000
+
+
+# --- ingest ----------------------------------------------------------------------------------
+
+
+def _parse_batch(call: Call) -> list[Any]:
+    """The body is JSON lines (one event per line); a JSON list or a single object also works."""
+    text = call.raw.decode("utf-8", errors="replace").strip()
+    if not text:
+        return []
+    if text[0] == "[":
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise errors.ValidationError(f"malformed events body: {exc}") from exc
+        return parsed if isinstance(parsed, list) else [parsed]
+    items: list[Any] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError:
+                items.append(ValueError(f"line {number} is not valid JSON"))
+    return items
+
+
+def _row(event: dict[str, Any]) -> dict[str, Any]:
+    kind = event["type"]
+    timestamp = event.get("timestamp")
+    row: dict[str, Any] = {
+        "task": event["task"], "type": kind,
+        "timestamp": int(timestamp) if isinstance(timestamp, int | float) else now_ms(),
+        "iter": event.get("iter"), "metric": None, "variant": None, "value": None,
+        "level": None, "worker": event.get("worker"), "msg": None, "doc": None,
+    }
+    if kind == LOG:
+        msg = event.get("msg", "")
+        row.update(level=event.get("level") or "info",
+                   msg=msg if isinstance(msg, str) else json.dumps(msg))
+    else:
+        row.update(metric=event.get("metric"), variant=event.get("variant"))
+        value = event.get("value")
+        if kind == SCALAR and isinstance(value, int | float):
+            row["value"] = float(value)
+        else:
+            row["doc"] = event
+    if not isinstance(row["iter"], int):
+        row["iter"] = None
+    return row
+
+
+def _metric_key(name: str) -> str:
+    # ClearML keys last_metrics by the md5 of the metric and variant names.
+    return hashlib.md5(name.encode()).hexdigest()
+
+
+def _update_last_metrics(conn: Connection, task_id: str, scalars: list[dict[str, Any]]) -> None:
+    doc = tasks_service.load(conn, task_id, for_update=True)
+    last = doc.get("last_metrics") or {}
+    for row in scalars:
+        metric, variant = row["metric"] or "", row["variant"] or ""
+        entry = last.setdefault(_metric_key(metric), {}).setdefault(
+            _metric_key(variant), {"metric": metric, "variant": variant, "value": row["value"],
+                                   "min_value": row["value"], "max_value": row["value"]})
+        entry["value"] = row["value"]
+        entry["min_value"] = min(entry["min_value"], row["value"])
+        entry["max_value"] = max(entry["max_value"], row["value"])
+        if row["iter"] is not None:
+            doc["last_iteration"] = max(doc.get("last_iteration") or 0, row["iter"])
+    doc["last_metrics"] = last
+    tasks_service.save(conn, doc)
+
+
+def add_batch(call: Call) -> dict[str, Any]:
+    items = _parse_batch(call)
+    rows: list[dict[str, Any]] = []
+    errors_info: dict[str, int] = defaultdict(int)
+    for item in items:
+        if isinstance(item, ValueError):
+            errors_info[str(item)] += 1
+        elif not isinstance(item, dict) or not item.get("task") or not item.get("type"):
+            errors_info["an event needs 'task' and 'type'"] += 1
+        else:
+            rows.append(_row(item))
+    with call.store.write() as conn:
+        task_ids = {r["task"] for r in rows}
+        known = set(conn.scalars(sa.select(tasks.c.id).where(tasks.c.id.in_(task_ids)))) \
+            if task_ids else set()
+        unknown = [r for r in rows if r["task"] not in known]
+        for row in unknown:
+            errors_info[f"invalid task id: {row['task']}"] += 1
+        rows = [r for r in rows if r["task"] in known]
+        if rows:
+            conn.execute(events.insert(), rows)
+        scalars: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            if row["type"] == SCALAR and row["value"] is not None:
+                scalars[row["task"]].append(row)
+        for task_id, task_scalars in scalars.items():
+            _update_last_metrics(conn, task_id, task_scalars)
+    return {"added": len(rows), "errors": sum(errors_info.values()),
+            "errors_info": dict(errors_info)}
+
+
+# --- reading back ----------------------------------------------------------------------------
+
+
+def _event(row: Any) -> dict[str, Any]:
+    if row.doc is not None:
+        return dict(row.doc)
+    if row.type == LOG:
+        return {"type": LOG, "task": row.task, "timestamp": row.timestamp, "level": row.level,
+                "worker": row.worker, "msg": row.msg}
+    return {"type": row.type, "task": row.task, "timestamp": row.timestamp, "iter": row.iter,
+            "metric": row.metric, "variant": row.variant, "value": row.value,
+            "worker": row.worker}
+
+
+def _cursor(body: dict[str, Any]) -> int | None:
+    scroll_id = body.get("scroll_id")
+    if scroll_id in (None, ""):
+        return None
+    try:
+        return int(scroll_id)
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidScrollId(f"invalid scroll id: {scroll_id!r}") from exc
+
+
+def _batch_size(body: dict[str, Any]) -> int:
+    return min(max(optional(body, "batch_size", int, DEFAULT_BATCH), 1), MAX_BATCH)
+
+
+def _page(call: Call, conditions: list[sa.ColumnElement[bool]], earlier: bool,
+          order: str) -> dict[str, Any]:
+    """One page of events in seq order; scroll_id is the seq to continue from."""
+    body = call.body
+    cursor = _cursor(body)
+    query = sa.select(events).where(*conditions)
+    if cursor is not None:
+        query = query.where(events.c.seq < cursor if earlier else events.c.seq > cursor)
+    query = query.order_by(events.c.seq.desc() if earlier else events.c.seq.asc())
+    query = query.limit(_batch_size(body))
+    with call.store.read() as conn:
+        tasks_service.load(conn, required(body, "task", str))
+        rows = list(conn.execute(query))
+        total = conn.execute(sa.select(sa.func.count()).select_from(events)
+                             .where(*conditions)).scalar_one()
+    next_cursor = rows[-1].seq if rows else cursor
+    if (earlier and order == "asc") or (not earlier and order == "desc"):
+        rows.reverse()
+    return {"events": [_event(r) for r in rows], "returned": len(rows), "total": total,
+            "scroll_id": str(next_cursor) if next_cursor is not None else None}
+
+
+def get_task_log(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    earlier = optional(body, "navigate_earlier", bool, True)
+    conditions = [events.c.task == task_id, events.c.type == LOG]
+    from_ts = optional(body, "from_timestamp", int, 0)
+    if from_ts:
+        conditions.append(events.c.timestamp < from_ts if earlier else events.c.timestamp > from_ts)
+    order = optional(body, "order", str, "desc" if earlier else "asc")
+    return _page(call, conditions, earlier, order)
+
+
+def get_task_events(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    conditions = [events.c.task == task_id]
+    event_type = optional(body, "event_type", str, "")
+    if event_type:
+        conditions.append(events.c.type == event_type)
+    metrics = body.get("metrics")
+    if isinstance(metrics, list) and metrics:
+        names = [m.get("metric") for m in metrics if isinstance(m, dict)]
+        conditions.append(events.c.metric.in_([n for n in names if n]))
+    order = optional(body, "order", str, "asc")
+    return _page(call, conditions, earlier=order == "desc", order=order)
+
+
+def _scalar_rows(call: Call) -> tuple[str, list[Any]]:
+    task_id = required(call.body, "task", str)
+    with call.store.read() as conn:
+        tasks_service.load(conn, task_id)
+        rows = list(conn.execute(
+            sa.select(events.c.metric, events.c.variant, events.c.iter, events.c.timestamp,
+                      events.c.value)
+            .where(events.c.task == task_id, events.c.type == SCALAR)
+            .order_by(events.c.seq)))
+    return task_id, rows
+
+
+def scalar_metrics_iter_histogram(call: Call) -> dict[str, Any]:
+    key = optional(call.body, "key", str, "iter")
+    if key not in ("iter", "timestamp", "iso_time"):
+        raise errors.ValidationError("field 'key' must be one of: iter, timestamp, iso_time")
+    _, rows = _scalar_rows(call)
+    series: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        variant = series[row.metric or ""].setdefault(
+            row.variant or "", {"name": row.variant or "", "x": [], "y": []})
+        variant["x"].append(row.iter if key == "iter" else row.timestamp)
+        variant["y"].append(row.value)
+    for variants in series.values():
+        for data in variants.values():
+            step = max(1, len(data["x"]) // MAX_SERIES_POINTS)
+            if step > 1:
+                data["x"], data["y"] = data["x"][::step], data["y"][::step]
+    return dict(series)
+
+
+def get_scalar_metrics_and_variants(call: Call) -> dict[str, Any]:
+    _, rows = _scalar_rows(call)
+    metrics: dict[str, dict[str, Any]] = defaultdict(dict)
+    for row in rows:
+        metrics[row.metric or ""][row.variant or ""] = {"name": row.variant or ""}
+    return {"metrics": dict(metrics)}
+
+
+def delete_for_task(call: Call) -> dict[str, Any]:
+    task_id = required(call.body, "task", str)
+    with call.store.write() as conn:
+        tasks_service.load(conn, task_id)
+        deleted = conn.execute(events.delete().where(events.c.task == task_id)).rowcount
+    return {"deleted": deleted}
+
+
+ACTIONS = {
+    "add_batch": add_batch, "get_task_log": get_task_log, "get_task_events": get_task_events,
+    "scalar_metrics_iter_histogram": scalar_metrics_iter_histogram,
+    "get_scalar_metrics_and_variants": get_scalar_metrics_and_variants,
+    "delete_for_task": delete_for_task,
+}

@@ -1,0 +1,72 @@
+"""projects.*: named groups of tasks."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+
+from bosun.api import errors
+from bosun.api.ids import new_id
+from bosun.server.call import Call
+from bosun.server.fields import optional, required, str_list
+from bosun.server.projection import project
+from bosun.server.store.schema import projects
+from bosun.server.timestamps import now_iso
+
+
+def create(call: Call) -> dict[str, Any]:
+    body = call.body
+    name = required(body, "name", str).strip()
+    if not name:
+        raise errors.MissingRequiredFields("missing required field 'name'", fields=["name"])
+    now = now_iso()
+    doc = {
+        "id": new_id(), "name": name, "basename": name.rsplit("/", 1)[-1],
+        "description": optional(body, "description", str, ""),
+        "tags": str_list(body, "tags") or [], "system_tags": str_list(body, "system_tags") or [],
+        "default_output_destination": optional(body, "default_output_destination", str, ""),
+        "user": call.identity.user, "company": call.identity.company,
+        "created": now, "last_update": now,
+    }
+    with call.store.write() as conn:
+        exists = conn.execute(sa.select(projects.c.id).where(projects.c.name == name)).first()
+        if exists is not None:
+            raise errors.ExpectedUniqueData(f"a project named '{name}' already exists",
+                                            name=name, id=exists.id)
+        conn.execute(projects.insert().values(id=doc["id"], name=name, created=now, doc=doc))
+    return {"id": doc["id"]}
+
+
+def get_by_id(call: Call) -> dict[str, Any]:
+    project_id = required(call.body, "project", str)
+    with call.store.read() as conn:
+        row = conn.execute(sa.select(projects.c.doc).where(projects.c.id == project_id)).first()
+    if row is None:
+        raise errors.InvalidProjectId(f"invalid project id: {project_id}", id=project_id)
+    return {"project": row.doc}
+
+
+def get_all(call: Call) -> dict[str, Any]:
+    body = call.body
+    query = sa.select(projects.c.doc).order_by(projects.c.created)
+    ids = str_list(body, "id")
+    if ids is not None:
+        query = query.where(projects.c.id.in_(ids))
+    name = optional(body, "name", str, "")
+    if name:
+        try:
+            re.compile(name)
+        except re.error as exc:
+            raise errors.InvalidRegex(f"malformed regular expression for name: {exc}") from exc
+        query = query.where(projects.c.name.regexp_match(name))
+    page_size = optional(body, "page_size", int, 0)
+    if page_size > 0:
+        query = query.limit(page_size).offset(max(optional(body, "page", int, 0), 0) * page_size)
+    only = str_list(body, "only_fields")
+    with call.store.read() as conn:
+        return {"projects": [project(r.doc, only) for r in conn.execute(query)]}
+
+
+ACTIONS = {"create": create, "get_by_id": get_by_id, "get_all": get_all}

@@ -1,0 +1,544 @@
+"""tasks.*: experiments as documents, their status machine, parameters and queueing."""
+
+from __future__ import annotations
+
+import copy
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bosun.api import errors
+from bosun.api.ids import new_id
+from bosun.server import task_status as st
+from bosun.server.call import Call
+from bosun.server.fields import flag, optional, required, str_list
+from bosun.server.projection import project
+from bosun.server.services import queues
+from bosun.server.store.schema import events, projects
+from bosun.server.store.schema import tasks as tasks_table
+from bosun.server.tags import TagFilter, join_tags
+from bosun.server.timestamps import now_iso
+
+# Fields the server owns: a client can not set them through create or edit.
+SERVER_FIELDS = frozenset({
+    "id", "status", "status_reason", "status_message", "status_changed", "created", "started",
+    "completed", "published", "last_update", "last_change", "user", "company", "last_worker",
+    "last_worker_report", "enqueue_status", "method", "task", "force",
+})
+# Embedded documents that `tasks.edit` merges one level deep; others are replaced whole.
+MERGED_FIELDS = frozenset({"script", "execution", "container", "output", "models"})
+# A worker that reported within this many seconds is taken to be running the task.
+WORKER_TIMEOUT_SECONDS = 600
+DEVELOPMENT_TAG = "development"
+
+ORDER_COLUMNS = {
+    "id": tasks_table.c.id, "name": tasks_table.c.name, "status": tasks_table.c.status,
+    "type": tasks_table.c.type, "created": tasks_table.c.created,
+    "started": tasks_table.c.started, "completed": tasks_table.c.completed,
+    "last_update": tasks_table.c.last_update, "last_change": tasks_table.c.last_update,
+    "project": tasks_table.c.project, "user": tasks_table.c.user_id,
+}
+
+
+# --- storage ---------------------------------------------------------------------------------
+
+
+def load(conn: Connection, task_id: str, for_update: bool = False) -> dict[str, Any]:
+    query = sa.select(tasks_table.c.doc).where(tasks_table.c.id == task_id)
+    if for_update:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise errors.InvalidTaskId(f"invalid task id: {task_id}", id=task_id)
+    return copy.deepcopy(row.doc)
+
+
+def _columns(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": doc.get("name") or "", "project": doc.get("project"), "status": doc["status"],
+        "type": doc.get("type"), "user_id": doc.get("user"),
+        "tags": join_tags(doc.get("tags")), "system_tags": join_tags(doc.get("system_tags")),
+        "created": doc["created"], "started": doc.get("started"),
+        "completed": doc.get("completed"), "last_update": doc["last_update"], "doc": doc,
+    }
+
+
+def insert(conn: Connection, doc: dict[str, Any]) -> None:
+    conn.execute(tasks_table.insert().values(id=doc["id"], **_columns(doc)))
+
+
+def save(conn: Connection, doc: dict[str, Any]) -> None:
+    conn.execute(tasks_table.update().where(tasks_table.c.id == doc["id"])
+                 .values(**_columns(doc)))
+
+
+def _check_project(conn: Connection, project_id: Any) -> None:
+    if project_id is None:
+        return
+    if not isinstance(project_id, str):
+        raise errors.ValidationError("field 'project' must be a string")
+    if conn.execute(sa.select(projects.c.id).where(projects.c.id == project_id)).first() is None:
+        raise errors.InvalidProjectId(f"invalid project id: {project_id}", id=project_id)
+
+
+def _client_fields(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in SERVER_FIELDS}
+
+
+def change_status(
+    conn: Connection, doc: dict[str, Any], new_status: str, *, force: bool = False,
+    allow_same: bool = True, reason: str = "", message: str = "", **extra: Any,
+) -> dict[str, Any]:
+    """Move a task along the status machine, save it, and return the changed fields."""
+    st.check_transition(doc["status"], new_status, force=force, allow_same=allow_same)
+    now = now_iso()
+    fields: dict[str, Any] = {
+        "status": new_status, "status_reason": reason, "status_message": message,
+        "status_changed": now, "last_update": now, **extra,
+    }
+    if new_status == st.QUEUED:
+        doc["system_tags"] = [t for t in doc.get("system_tags", []) if t != DEVELOPMENT_TAG]
+    doc.update(fields)
+    save(conn, doc)
+    return fields
+
+
+def _status_change(call: Call, new_status: str, **extra: Any) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        fields = change_status(
+            conn, doc, new_status, force=flag(body, "force"),
+            reason=optional(body, "status_reason", str, ""),
+            message=optional(body, "status_message", str, ""), **extra,
+        )
+    return {"updated": 1, "fields": fields}
+
+
+# --- create / read ---------------------------------------------------------------------------
+
+
+def new_doc(call: Call, name: str) -> dict[str, Any]:
+    now = now_iso()
+    return {
+        "id": new_id(), "name": name, "type": "training", "comment": "", "project": None,
+        "parent": None, "user": call.identity.user, "company": call.identity.company,
+        "status": st.CREATED, "status_reason": "", "status_message": "", "status_changed": now,
+        "created": now, "last_update": now, "last_change": now, "started": None,
+        "completed": None, "tags": [], "system_tags": [], "script": {}, "execution": {},
+        "hyperparams": {}, "configuration": {}, "container": {}, "runtime": {},
+        "models": {"input": [], "output": []}, "output": {}, "last_iteration": 0,
+        "last_worker": None,
+    }
+
+
+def create(call: Call) -> dict[str, Any]:
+    name = required(call.body, "name", str)
+    doc = new_doc(call, name)
+    doc.update(_client_fields(call.body))
+    with call.store.write() as conn:
+        _check_project(conn, doc.get("project"))
+        insert(conn, doc)
+    return {"id": doc["id"]}
+
+
+def get_by_id(call: Call) -> dict[str, Any]:
+    task_id = required(call.body, "task", str)
+    with call.store.read() as conn:
+        return {"task": load(conn, task_id)}
+
+
+def _order_by(body: dict[str, Any]) -> list[sa.ColumnElement[Any]]:
+    order = []
+    for item in str_list(body, "order_by") or []:
+        descending = item.startswith("-")
+        column = ORDER_COLUMNS.get(item.lstrip("-+"))
+        if column is not None:  # ordering by an unindexed field is ignored, not an error
+            order.append(column.desc() if descending else column.asc())
+    return order or [tasks_table.c.created.desc()]
+
+
+def get_all(call: Call) -> dict[str, Any]:
+    body = call.body
+    query = sa.select(tasks_table.c.doc)
+    for field, column in (("id", tasks_table.c.id), ("status", tasks_table.c.status),
+                          ("project", tasks_table.c.project), ("type", tasks_table.c.type),
+                          ("user", tasks_table.c.user_id)):
+        values = str_list(body, field)
+        if values is not None:
+            query = query.where(column.in_(values))
+    name = optional(body, "name", str, "")
+    if name:
+        try:
+            re.compile(name)
+        except re.error as exc:
+            raise errors.InvalidRegex(f"malformed regular expression for name: {exc}") from exc
+        query = query.where(tasks_table.c.name.regexp_match(name, flags="i"))
+    for field, column in (("tags", tasks_table.c.tags),
+                          ("system_tags", tasks_table.c.system_tags)):
+        wanted = str_list(body, field)
+        if wanted:
+            clause = TagFilter.parse(wanted).clause(column)
+            if clause is not None:
+                query = query.where(clause)
+    if not flag(body, "search_hidden"):
+        query = query.where(~tasks_table.c.system_tags.contains("\x1fhidden\x1f"))
+    query = query.order_by(*_order_by(body), tasks_table.c.id)
+    page_size = optional(body, "page_size", int, 0) or optional(body, "size", int, 0)
+    if page_size > 0:
+        page = optional(body, "page", int, 0)
+        query = query.limit(page_size).offset(max(page, 0) * page_size)
+    only = str_list(body, "only_fields")
+    with call.store.read() as conn:
+        return {"tasks": [project(r.doc, only) for r in conn.execute(query)]}
+
+
+# --- edit / clone / delete -------------------------------------------------------------------
+
+
+def _editable(doc: dict[str, Any], force: bool) -> None:
+    if doc["status"] != st.CREATED and not force:
+        raise errors.InvalidTaskStatus(
+            f"task is {doc['status']}: only a created task can be edited (use force=true)",
+            status=doc["status"],
+        )
+
+
+def edit(call: Call) -> dict[str, Any]:
+    task_id = required(call.body, "task", str)
+    changes = _client_fields(call.body)
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        _editable(doc, flag(call.body, "force"))
+        if "project" in changes:
+            _check_project(conn, changes["project"])
+        for key, value in changes.items():
+            if key in MERGED_FIELDS and isinstance(value, dict) and isinstance(doc.get(key), dict):
+                doc[key] = {**doc[key], **value}
+            else:
+                doc[key] = value
+        now = now_iso()
+        doc["last_update"] = doc["last_change"] = now
+        save(conn, doc)
+    return {"updated": 1, "fields": changes}
+
+
+def clone(call: Call) -> dict[str, Any]:
+    body = call.body
+    source_id = required(body, "task", str)
+    with call.store.write() as conn:
+        source = load(conn, source_id)
+        doc = new_doc(call, optional(body, "new_task_name", str, "") or f"{source['name']} (clone)")
+        for key in ("type", "comment", "project", "tags", "system_tags", "script", "hyperparams",
+                    "configuration", "container", "models"):
+            if key in source:
+                doc[key] = copy.deepcopy(source[key])
+        execution = copy.deepcopy(source.get("execution") or {})
+        execution.pop("queue", None)
+        execution.update(optional(body, "execution_overrides", dict, {}))
+        doc["execution"] = execution
+        doc["parent"] = optional(body, "new_task_parent", str, "") or source_id
+        doc["system_tags"] = [t for t in doc["system_tags"] if t != DEVELOPMENT_TAG]
+        overrides = {"comment": "new_task_comment", "tags": "new_task_tags",
+                     "system_tags": "new_task_system_tags", "project": "new_task_project",
+                     "hyperparams": "new_task_hyperparams",
+                     "configuration": "new_task_configuration",
+                     "container": "new_task_container"}
+        for key, param in overrides.items():
+            if body.get(param) is not None:
+                doc[key] = body[param]
+        _check_project(conn, doc.get("project"))
+        insert(conn, doc)
+    return {"id": doc["id"]}
+
+
+def delete(call: Call) -> dict[str, Any]:
+    task_id = required(call.body, "task", str)
+    force = flag(call.body, "force")
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        archived = "archived" in doc.get("system_tags", [])
+        if doc["status"] != st.CREATED and not archived and not force:
+            raise errors.TaskCannotBeDeleted(
+                f"task is {doc['status']}: only a created task can be deleted (use force=true)",
+                status=doc["status"],
+            )
+        queues.remove_task_entries(conn, task_id)
+        removed_events = conn.execute(events.delete().where(events.c.task == task_id)).rowcount
+        conn.execute(tasks_table.delete().where(tasks_table.c.id == task_id))
+    return {"deleted": 1, "updated_children": 0, "updated_models": 0,
+            "events": {"deleted": removed_events}, "urls": {}}
+
+
+# --- queueing --------------------------------------------------------------------------------
+
+
+def _target_queue(conn: Connection, call: Call) -> dict[str, Any]:
+    queue_id = optional(call.body, "queue", str, "")
+    queue_name = optional(call.body, "queue_name", str, "")
+    if queue_id and queue_name:
+        raise errors.ValidationError("give either 'queue' or 'queue_name', not both")
+    if queue_name:
+        return queues.find_by_name(conn, queue_name) or queues.insert(conn, call, queue_name)
+    if queue_id:
+        return queues.load(conn, queue_id)
+    return queues.default_queue(conn)
+
+
+def enqueue(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        queue = _target_queue(conn, call)
+        previous = doc["status"]
+        execution = {**(doc.get("execution") or {}), "queue": queue["id"]}
+        fields = change_status(
+            conn, doc, st.QUEUED, force=flag(body, "force"), allow_same=False,
+            reason=optional(body, "status_reason", str, ""),
+            message=optional(body, "status_message", str, ""),
+            enqueue_status=previous, execution=execution,
+        )
+        queues.add_entry(conn, queue["id"], task_id)
+    call.state.wakeups.notify(queue["id"])
+    fields["execution.queue"] = queue["id"]
+    fields.pop("execution", None)
+    return {"queued": 1, "updated": 1, "fields": fields}
+
+
+def dequeue(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        if doc["status"] != st.QUEUED:
+            raise errors.InvalidTaskStatus(
+                f"task is {doc['status']}, not queued", status=doc["status"])
+        queues.remove_task_entries(conn, task_id)
+        new_status = optional(body, "new_status", str, "") or doc.get("enqueue_status") \
+            or st.CREATED
+        if new_status not in st.ALL or new_status == st.QUEUED:
+            new_status = st.CREATED
+        fields = change_status(
+            conn, doc, new_status, force=True,
+            reason=optional(body, "status_reason", str, ""),
+            message=optional(body, "status_message", str, ""), enqueue_status=None,
+        )
+    return {"dequeued": 1, "updated": 1, "fields": fields}
+
+
+def reset(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    force = flag(body, "force")
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        if doc["status"] == st.PUBLISHED and not force:
+            raise errors.InvalidTaskStatus("a published task can not be reset (use force=true)")
+        dequeued = queues.remove_task_entries(conn, task_id)
+        conn.execute(events.delete().where(events.c.task == task_id))
+        execution = dict(doc.get("execution") or {})
+        execution.pop("queue", None)
+        if flag(body, "clear_all"):
+            execution = {}
+            doc["script"] = {}
+        fields = change_status(
+            conn, doc, st.CREATED, force=True, reason="reset", message="reset",
+            started=None, completed=None, published=None, enqueue_status=None,
+            last_iteration=0, last_metrics={}, runtime={}, last_worker=None,
+            last_worker_report=None, execution=execution,
+        )
+    fields.pop("execution", None)
+    return {"updated": 1, "fields": fields, "dequeued": {"removed": dequeued}}
+
+
+# --- status reports from the agent and the SDK ----------------------------------------------
+
+
+def started(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        extra: dict[str, Any] = {}
+        if not doc.get("started"):
+            extra["started"] = now_iso()
+        if call.worker:
+            extra["last_worker"] = call.worker
+        queues.remove_task_entries(conn, task_id)
+        fields = change_status(
+            conn, doc, st.IN_PROGRESS, force=flag(body, "force"),
+            reason=optional(body, "status_reason", str, ""),
+            message=optional(body, "status_message", str, ""), **extra,
+        )
+    return {"started": 1, "updated": 1, "fields": fields}
+
+
+def _run_by_worker(doc: dict[str, Any]) -> bool:
+    last_seen = doc.get("last_worker_report") or doc.get("last_update")
+    if not doc.get("last_worker") or not last_seen:
+        return False
+    last = datetime.fromisoformat(last_seen)
+    return (datetime.now(UTC) - last).total_seconds() < WORKER_TIMEOUT_SECONDS
+
+
+def stop(call: Call) -> dict[str, Any]:
+    """Abort. A task run by a live worker only gets status_message "stopping": the worker sees
+    it, kills the run and reports `stopped`. Anything else is stopped at once."""
+    body = call.body
+    task_id = required(body, "task", str)
+    force = flag(body, "force")
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        is_queued = doc["status"] == st.QUEUED
+        development = DEVELOPMENT_TAG in doc.get("system_tags", [])
+        reason = optional(body, "status_reason", str, "")
+        if doc["status"] == st.IN_PROGRESS and not development and _run_by_worker(doc):
+            fields = change_status(conn, doc, st.IN_PROGRESS, reason=reason,
+                                   message="stopping", last_worker=doc.get("last_worker"))
+        else:
+            if is_queued:
+                queues.remove_task_entries(conn, task_id)
+            fields = change_status(conn, doc, st.STOPPED, force=force, reason=reason,
+                                   message=f"Stopped by {call.identity.user}")
+    return {"updated": 1, "fields": fields}
+
+
+def stopped(call: Call) -> dict[str, Any]:
+    return _status_change(call, st.STOPPED)
+
+
+def completed(call: Call) -> dict[str, Any]:
+    return _status_change(call, st.COMPLETED, completed=now_iso())
+
+
+def failed(call: Call) -> dict[str, Any]:
+    return _status_change(call, st.FAILED, completed=now_iso())
+
+
+def close(call: Call) -> dict[str, Any]:
+    return _status_change(call, st.CLOSED)
+
+
+def ping(call: Call) -> dict[str, Any]:
+    task_id = required(call.body, "task", str)
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        doc["last_update"] = now_iso()
+        if call.worker:
+            doc["last_worker"] = call.worker
+        save(conn, doc)
+    return {}
+
+
+def set_requirements(call: Call) -> dict[str, Any]:
+    task_id = required(call.body, "task", str)
+    requirements = required(call.body, "requirements", dict)
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        doc["script"] = {**(doc.get("script") or {}), "requirements": requirements}
+        doc["last_update"] = doc["last_change"] = now_iso()
+        save(conn, doc)
+    return {"updated": 1, "fields": {"script.requirements": requirements}}
+
+
+# --- hyperparameters and configuration ------------------------------------------------------
+
+
+def _task_ids(body: dict[str, Any]) -> list[str]:
+    ids = str_list(body, "tasks") or str_list(body, "task")
+    if not ids:
+        raise errors.MissingRequiredFields("missing required field 'tasks'", fields=["tasks"])
+    return ids
+
+
+def get_hyper_params(call: Call) -> dict[str, Any]:
+    params = []
+    with call.store.read() as conn:
+        for task_id in _task_ids(call.body):
+            doc = load(conn, task_id)
+            flat = [
+                {"section": section, "name": name, **value}
+                for section, names in (doc.get("hyperparams") or {}).items()
+                for name, value in names.items()
+            ]
+            params.append({"task": task_id, "hyperparams": flat})
+    return {"params": params}
+
+
+def _param_items(body: dict[str, Any], field: str) -> list[dict[str, Any]]:
+    items = required(body, field, list)
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise errors.ValidationError(f"each item of '{field}' must be an object with a 'name'")
+    return items
+
+
+def _params_editable(doc: dict[str, Any], force: bool) -> None:
+    # The SDK writes parameters while its task runs, so in_progress is allowed too.
+    if doc["status"] not in (st.CREATED, st.IN_PROGRESS) and not force:
+        raise errors.InvalidTaskStatus(
+            f"task is {doc['status']}: parameters can only change while created or in_progress"
+            " (use force=true)", status=doc["status"])
+
+
+def edit_hyper_params(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    items = _param_items(body, "hyperparams")
+    replace = optional(body, "replace_hyperparams", str, "none")
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        _params_editable(doc, flag(body, "force"))
+        params: dict[str, dict[str, Any]] = {} if replace == "all" else doc.get("hyperparams") or {}
+        if replace == "section":
+            for item in items:
+                params[item.get("section", "General")] = {}
+        for item in items:
+            section = item.get("section") or "General"
+            params.setdefault(section, {})[item["name"]] = {**item, "section": section}
+        doc["hyperparams"] = params
+        doc["last_update"] = doc["last_change"] = now_iso()
+        save(conn, doc)
+    return {"updated": 1}
+
+
+def get_configurations(call: Call) -> dict[str, Any]:
+    names = str_list(call.body, "names")
+    result = []
+    with call.store.read() as conn:
+        for task_id in _task_ids(call.body):
+            config = load(conn, task_id).get("configuration") or {}
+            items = [{"name": n, **v} for n, v in config.items() if not names or n in names]
+            result.append({"task": task_id, "configuration": items})
+    return {"configurations": result}
+
+
+def edit_configuration(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    items = _param_items(body, "configuration")
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        _params_editable(doc, flag(body, "force"))
+        config = {} if flag(body, "replace_configuration") else doc.get("configuration") or {}
+        for item in items:
+            config[item["name"]] = dict(item)
+        doc["configuration"] = config
+        doc["last_update"] = doc["last_change"] = now_iso()
+        save(conn, doc)
+    return {"updated": 1}
+
+
+ACTIONS = {
+    "create": create, "get_by_id": get_by_id, "get_all": get_all, "edit": edit,
+    "clone": clone, "delete": delete, "enqueue": enqueue, "dequeue": dequeue, "reset": reset,
+    "started": started, "stop": stop, "stopped": stopped, "completed": completed,
+    "failed": failed, "close": close, "ping": ping, "set_requirements": set_requirements,
+    "get_hyper_params": get_hyper_params, "edit_hyper_params": edit_hyper_params,
+    "get_configurations": get_configurations, "edit_configuration": edit_configuration,
+}

@@ -1,0 +1,191 @@
+"""workers.*: agents announce themselves, report what they run and their machine's load."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bosun.api import errors
+from bosun.server.call import Call
+from bosun.server.fields import optional, required, str_list
+from bosun.server.services import tasks as tasks_service
+from bosun.server.store.schema import queue_entries, queues, runtime_properties, workers
+from bosun.server.timestamps import now_iso
+
+DEFAULT_TIMEOUT_SECONDS = 600
+
+
+def _load(conn: Connection, worker_id: str) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(workers.c.doc).where(workers.c.id == worker_id)).first()
+    return dict(row.doc) if row else None
+
+
+def _queue_ids(conn: Connection, names_or_ids: list[str]) -> list[str]:
+    """Agents may give queue names or ids; store ids."""
+    ids = []
+    for value in names_or_ids:
+        row = conn.execute(sa.select(queues.c.id).where(
+            sa.or_(queues.c.id == value, queues.c.name == value))).first()
+        ids.append(row.id if row else value)
+    return ids
+
+
+def _save(conn: Connection, doc: dict[str, Any], timeout: float) -> None:
+    now = time.time()
+    values = {"last_seen": now, "expires": now + timeout, "doc": doc}
+    updated = conn.execute(workers.update().where(workers.c.id == doc["id"]).values(**values))
+    if updated.rowcount == 0:
+        conn.execute(workers.insert().values(id=doc["id"], **values))
+
+
+def _new_doc(call: Call, worker_id: str) -> dict[str, Any]:
+    now = now_iso()
+    return {
+        "id": worker_id, "user": {"id": call.identity.user, "name": call.identity.user},
+        "company": {"id": call.identity.company, "name": call.identity.company},
+        "register_time": now, "last_activity_time": now, "last_report_time": None,
+        "queues": [], "tags": [], "task": None, "queue": None, "machine_stats": {},
+        "timeout": DEFAULT_TIMEOUT_SECONDS,
+    }
+
+
+def register(call: Call) -> dict[str, Any]:
+    body = call.body
+    worker_id = required(body, "worker", str)
+    timeout = optional(body, "timeout", int, DEFAULT_TIMEOUT_SECONDS) or DEFAULT_TIMEOUT_SECONDS
+    with call.store.write() as conn:
+        doc = _load(conn, worker_id) or _new_doc(call, worker_id)
+        doc["queues"] = _queue_ids(conn, str_list(body, "queues") or [])
+        doc["tags"] = str_list(body, "tags") or doc.get("tags", [])
+        doc["timeout"] = timeout
+        doc["last_activity_time"] = now_iso()
+        _save(conn, doc, timeout)
+    return {}
+
+
+def unregister(call: Call) -> dict[str, Any]:
+    worker_id = required(call.body, "worker", str)
+    with call.store.write() as conn:
+        conn.execute(workers.delete().where(workers.c.id == worker_id))
+    return {}
+
+
+def status_report(call: Call) -> dict[str, Any]:
+    body = call.body
+    worker_id = required(body, "worker", str)
+    stats = optional(body, "machine_stats", dict, {})
+    task_id = optional(body, "task", str, "")
+    with call.store.write() as conn:
+        doc = _load(conn, worker_id) or _new_doc(call, worker_id)
+        now = now_iso()
+        doc.update(last_activity_time=now, last_report_time=now, machine_stats=stats,
+                   task=task_id or None, queue=optional(body, "queue", str, "") or None)
+        if body.get("queues") is not None:
+            doc["queues"] = _queue_ids(conn, str_list(body, "queues") or [])
+        if body.get("tags") is not None:
+            doc["tags"] = str_list(body, "tags") or []
+        _save(conn, doc, doc.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
+        if task_id:
+            _mark_task(conn, task_id, worker_id, now)
+    return {}
+
+
+def _mark_task(conn: Connection, task_id: str, worker_id: str, now: str) -> None:
+    """The task's last_worker tells `tasks.stop` that a live worker is running it."""
+    try:
+        task = tasks_service.load(conn, task_id, for_update=True)
+    except errors.ApiError:
+        return  # a report about a deleted task is not the worker's error
+    task.update(last_worker=worker_id, last_worker_report=now, last_update=now)
+    tasks_service.save(conn, task)
+
+
+def _public(conn: Connection, doc: dict[str, Any]) -> dict[str, Any]:
+    out = dict(doc)
+    queue_docs = []
+    for queue_id in doc.get("queues") or []:
+        row = conn.execute(sa.select(queues.c.name).where(queues.c.id == queue_id)).first()
+        count = conn.execute(sa.select(sa.func.count()).select_from(queue_entries)
+                             .where(queue_entries.c.queue == queue_id)).scalar_one()
+        queue_docs.append({"id": queue_id, "name": row.name if row else queue_id,
+                           "num_tasks": count})
+    out["queues"] = queue_docs
+    if doc.get("task"):
+        try:
+            task = tasks_service.load(conn, doc["task"])
+            out["task"] = {"id": task["id"], "name": task["name"],
+                           "last_iteration": task.get("last_iteration", 0),
+                           "started": task.get("started")}
+        except errors.ApiError:
+            out["task"] = {"id": doc["task"]}
+    return out
+
+
+def get_all(call: Call) -> dict[str, Any]:
+    body = call.body
+    now = time.time()
+    query = sa.select(workers.c.doc).where(workers.c.expires > now).order_by(workers.c.id)
+    last_seen = optional(body, "last_seen", int, 0)
+    if last_seen > 0:
+        query = query.where(workers.c.last_seen >= now - last_seen)
+    pattern = optional(body, "worker_pattern", str, "")
+    if pattern:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise errors.InvalidRegex(f"malformed regular expression: {exc}") from exc
+    with call.store.read() as conn:
+        docs = [_public(conn, dict(r.doc)) for r in conn.execute(query)
+                if not pattern or regex.search(r.doc["id"])]
+    return {"workers": docs}
+
+
+def get_runtime_properties(call: Call) -> dict[str, Any]:
+    worker_id = required(call.body, "worker", str)
+    now = time.time()
+    with call.store.read() as conn:
+        rows = conn.execute(
+            sa.select(runtime_properties).where(
+                runtime_properties.c.worker == worker_id,
+                sa.or_(runtime_properties.c.expires.is_(None),
+                       runtime_properties.c.expires > now),
+            ).order_by(runtime_properties.c.key)
+        )
+        props = [{"key": r.key, "value": r.value,
+                  "expiry": int(r.expires - now) if r.expires else None} for r in rows]
+    return {"runtime_properties": props}
+
+
+def set_runtime_properties(call: Call) -> dict[str, Any]:
+    body = call.body
+    worker_id = required(body, "worker", str)
+    items = required(body, "runtime_properties", list)
+    added, errs = [], []
+    now = time.time()
+    with call.store.write() as conn:
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+                errs.append({"item": item, "error": "each property needs a string 'key'"})
+                continue
+            key = item["key"]
+            expiry = item.get("expiry")
+            expires = now + float(expiry) if isinstance(expiry, int | float) and expiry > 0 \
+                else None
+            conn.execute(runtime_properties.delete().where(
+                runtime_properties.c.worker == worker_id, runtime_properties.c.key == key))
+            conn.execute(runtime_properties.insert().values(
+                worker=worker_id, key=key, value=str(item.get("value", "")), expires=expires))
+            added.append(key)
+    return {"added": added, "removed": [], "errors": errs}
+
+
+ACTIONS = {
+    "register": register, "unregister": unregister, "status_report": status_report,
+    "get_all": get_all, "get_runtime_properties": get_runtime_properties,
+    "set_runtime_properties": set_runtime_properties,
+}
+
