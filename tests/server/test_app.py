@@ -13,7 +13,9 @@ from bosun.client import Session
 from tests.support.server_process import ServerProcess
 
 
-def _post(server: ServerProcess, path: str, body: object = None, **kwargs: object) -> httpx.Response:
+def _post(
+    server: ServerProcess, path: str, body: object = None, **kwargs: object
+) -> httpx.Response:
     content = body if isinstance(body, str | bytes) else json.dumps(body or {})
     return httpx.post(f"{server.url}{path}", content=content, timeout=10, **kwargs)  # type: ignore[arg-type]
 
@@ -80,7 +82,7 @@ def test_errors_are_clear_envelopes(server: ServerProcess, path: str, body: obje
 
 def test_login_without_auth_accepts_any_pair_and_token_is_a_jwt(server: ServerProcess) -> None:
     token = _post(server, "/auth.login", auth=("anything", "goes")).json()["data"]["token"]
-    header, claims, signature = token.split(".")
+    _header, claims, signature = token.split(".")
     padded = claims + "=" * (-len(claims) % 4)
     decoded = json.loads(base64.urlsafe_b64decode(padded))
     assert decoded["api_version"] >= "2.13"

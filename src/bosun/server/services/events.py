@@ -220,6 +220,8 @@ def scalar_metrics_iter_histogram(call: Call) -> dict[str, Any]:
     if key not in ("iter", "timestamp", "iso_time"):
         raise errors.ValidationError("field 'key' must be one of: iter, timestamp, iso_time")
     _, rows = _scalar_rows(call)
+    # Points arrive in any order; a plot wants them along its x axis.
+    rows.sort(key=lambda r: (r.iter if key == "iter" and r.iter is not None else r.timestamp))
     series: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         variant = series[row.metric or ""].setdefault(

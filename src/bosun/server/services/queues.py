@@ -82,6 +82,10 @@ def entries(conn: Connection, queue_id: str) -> list[dict[str, str]]:
 
 
 def add_entry(conn: Connection, queue_id: str, task_id: str, front: bool = False) -> None:
+    """Put the task at the back (or front) of the queue. A queue holds a task at most once:
+    an older entry of it (say from queues.add_task before tasks.enqueue) would hand it out
+    twice."""
+    remove_task_entries(conn, task_id, queue_id)
     edge = sa.func.min if front else sa.func.max
     current = conn.execute(
         sa.select(edge(queue_entries.c.position)).where(queue_entries.c.queue == queue_id)

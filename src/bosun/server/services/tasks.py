@@ -177,7 +177,10 @@ def get_all(call: Call) -> dict[str, Any]:
             re.compile(name)
         except re.error as exc:
             raise errors.InvalidRegex(f"malformed regular expression for name: {exc}") from exc
-        query = query.where(tasks_table.c.name.regexp_match(name, flags="i"))
+        # SQLAlchemy drops `flags` on SQLite (our REGEXP is Python's re): inline them there.
+        query = query.where(
+            tasks_table.c.name.regexp_match(f"(?i){name}") if call.store.is_sqlite
+            else tasks_table.c.name.regexp_match(name, flags="i"))
     for field, column in (("tags", tasks_table.c.tags),
                           ("system_tags", tasks_table.c.system_tags)):
         wanted = str_list(body, field)
