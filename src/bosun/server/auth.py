@@ -94,8 +94,13 @@ def parse_basic(header: str) -> tuple[str, str]:
 
 
 class TokenSigner:
+    # Verified tokens are remembered: every call carries one, and decoding costs more than the
+    # rest of a small call. Bounded; cleared when full.
+    CACHE_SIZE = 10_000
+
     def __init__(self, secret: str) -> None:
         self._secret = secret
+        self._verified: dict[str, tuple[Identity, float]] = {}
 
     def issue(self, identity: Identity, expiration_sec: int | None = None) -> str:
         now = int(time.time())
@@ -117,10 +122,17 @@ class TokenSigner:
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: str) -> Identity:
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
         try:
             claims = jwt.decode(token, self._secret, algorithms=["HS256"])
             ident = claims["identity"]
-            return Identity(user=ident["user"], company=ident.get("company", COMPANY))
+            identity = Identity(user=ident["user"], company=ident.get("company", COMPANY))
+            if len(self._verified) >= self.CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = (identity, float(claims["exp"]))
+            return identity
         except jwt.ExpiredSignatureError as exc:
             raise errors.InvalidToken("invalid token: expired") from exc
         except (jwt.InvalidTokenError, KeyError, TypeError) as exc:

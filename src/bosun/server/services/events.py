@@ -115,7 +115,7 @@ def add_batch(call: Call) -> dict[str, Any]:
             errors_info[f"invalid task id: {row['task']}"] += 1
         rows = [r for r in rows if r["task"] in known]
         if rows:
-            conn.execute(events.insert(), rows)
+            call.store.bulk_insert(conn, events, rows)
         scalars: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             if row["type"] == SCALAR and row["value"] is not None:

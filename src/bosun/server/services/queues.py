@@ -288,10 +288,20 @@ def _queue_ids(body: dict[str, Any]) -> list[str]:
     return ids
 
 
-def _pop_first(call: Call, queue_ids: list[str]) -> dict[str, Any]:
-    with call.store.write() as conn:
+def _has_entries(call: Call, queue_ids: list[str]) -> bool:
+    """A read-only look first: an idle agent's poll then never takes the write lock."""
+    with call.store.read() as conn:
         for queue_id in queue_ids:
             load(conn, queue_id)
+        return conn.execute(sa.select(queue_entries.c.seq)
+                            .where(queue_entries.c.queue.in_(queue_ids)).limit(1)).first() \
+            is not None
+
+
+def _pop_first(call: Call, queue_ids: list[str]) -> dict[str, Any]:
+    if not _has_entries(call, queue_ids):
+        return {}
+    with call.store.write() as conn:
         for queue_id in queue_ids:
             entry = pop_next(conn, queue_id, skip_locked=not call.store.is_sqlite)
             if entry is None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import sqlalchemy as sa
@@ -65,6 +67,25 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def bulk_insert(self, conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert many rows of the same shape: executemany on SQLite, COPY on PostgreSQL (one
+        round trip instead of one INSERT per row)."""
+        if not rows:
+            return
+        if self.is_sqlite:
+            conn.execute(table.insert(), rows)
+            return
+        names = list(rows[0])
+        json_columns = {n for n in names if isinstance(table.c[n].type, sa.JSON)}
+        copy_sql = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(copy_sql) as copy:
+            for row in rows:
+                copy.write_row([
+                    json.dumps(row[n]) if n in json_columns and row[n] is not None else row[n]
+                    for n in names
+                ])
 
 
 def _prepare_sqlite(engine: Engine) -> None:

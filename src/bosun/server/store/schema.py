@@ -115,6 +115,6 @@ events = sa.Table(
     sa.Column("worker", sa.String(512)),
     sa.Column("msg", sa.Text),
     # The whole event, for types that carry more than the columns above (plots, images).
-    sa.Column("doc", sa.JSON),
+    sa.Column("doc", sa.JSON(none_as_null=True)),
     sa.Index("ix_events_task_type_seq", "task", "type", "seq"),
 )
