@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from bosun import __version__
-from bosun.cli import server_cmd
+from bosun.cli import agent_cmd, server_cmd
 from bosun.cli.errors import UserError
 
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bosun {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     server_cmd.add_parser(commands)
+    agent_cmd.add_parser(commands)
     return parser
 
 

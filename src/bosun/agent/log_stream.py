@@ -1,0 +1,116 @@
+"""Streams a task's console to the server: lines are batched into `events.add_batch` at least
+once per `flush_interval` while output flows, and whatever is left is sent on close.
+
+Progress bars rewrite their line with `\\r`; only the last state of such a line is kept.
+Lines are masked before they leave the machine, so no credential reaches the server.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from bosun.agent.secret_mask import SecretMasker
+from bosun.api.errors import ApiError
+from bosun.client import ConnectionFailed, Session
+
+MAX_PENDING_LINES = 200_000
+MAX_BATCH = 1000
+
+
+def collapse_carriage_returns(line: str) -> str:
+    """`a\\rb\\rc` -> `c`: what a terminal would show. A trailing `\\r` is ignored."""
+    line = line.rstrip("\r")
+    return line.rsplit("\r", 1)[-1]
+
+
+class TaskLog:
+    def __init__(self, session: Session, task_id: str, worker: str, masker: SecretMasker,
+                 *, flush_interval: float = 0.5, echo: Callable[[str], None] | None = None
+                 ) -> None:
+        self._session = session
+        self._task_id = task_id
+        self._worker = worker
+        self._masker = masker
+        self._echo = echo
+        self._flush_interval = flush_interval
+        self._pending: deque[dict[str, object]] = deque()
+        self._partial = ""
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._pump, name=f"log-{task_id[:8]}", daemon=True)
+        self._thread.start()
+
+    # --- input -------------------------------------------------------------------------------
+
+    def write(self, line: str, level: str = "info") -> None:
+        """One line from the agent itself (progress, errors)."""
+        for part in line.splitlines() or [""]:
+            self._append(part, level)
+
+    def feed(self, text: str) -> None:
+        """Raw console output of the task process, in any chunking."""
+        with self._lock:
+            data = self._partial + text
+            *lines, self._partial = data.split("\n")
+        for line in lines:
+            self._append(collapse_carriage_returns(line), "info")
+
+    def _append(self, line: str, level: str) -> None:
+        line = self._masker.mask(line)
+        if self._echo is not None:
+            self._echo(line)
+        event = {"type": "log", "task": self._task_id, "level": level, "worker": self._worker,
+                 "msg": line, "timestamp": int(time.time() * 1000)}
+        with self._lock:
+            if len(self._pending) >= MAX_PENDING_LINES:
+                self._pending.popleft()
+                self._dropped += 1
+            self._pending.append(event)
+
+    # --- output ------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            self.flush(retry_for=0.0)
+
+    def flush(self, retry_for: float = 0.0) -> bool:
+        """Send what is pending; returns False if something could not be sent."""
+        deadline = time.monotonic() + retry_for
+        with self._send_lock:
+            while True:
+                with self._lock:
+                    batch = [self._pending[i] for i in range(min(MAX_BATCH, len(self._pending)))]
+                if not batch:
+                    return True
+                try:
+                    self._session.add_events(batch)
+                except (ConnectionFailed, ApiError):
+                    if time.monotonic() >= deadline:
+                        return False
+                    time.sleep(0.5)
+                    continue
+                with self._lock:
+                    for _ in batch:
+                        self._pending.popleft()
+
+    def close(self, retry_for: float = 30.0) -> None:
+        """Send everything, the last unterminated line included, before the task is reported."""
+        with self._lock:
+            rest, self._partial = self._partial, ""
+        if rest:
+            self._append(collapse_carriage_returns(rest), "info")
+        if self._dropped:
+            self._append(f"bosun: {self._dropped} log lines were dropped while the server was "
+                         "unreachable", "warning")
+        self._closed = True
+        self._wake.set()
+        self._thread.join(5)
+        self.flush(retry_for=retry_for)

@@ -1,0 +1,292 @@
+"""`bosun agent daemon|execute|list|config|init`, with clearml-agent's flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bosun.agent import worker_id as worker_ids
+from bosun.agent.config import Config, ConfigError, default_config_path, load_config, masked
+from bosun.agent.gpus import GpuSpecError, parse_gpus, visible_devices_env
+from bosun.api.errors import ApiError
+from bosun.cli.connection import open_session
+from bosun.cli.errors import UserError
+
+log = logging.getLogger("bosun.agent")
+
+
+def add_parser(commands: Any) -> None:
+    agent = commands.add_parser(
+        "agent", help="run tasks from queues on this machine (clearml-agent compatible)",
+        description="The bosun agent: pulls tasks from queues and reproduces them (code, "
+        "environment, run), reading the same clearml.conf as clearml-agent.")
+    agent.add_argument("--config-file", type=Path, default=None,
+                       help="configuration file (default: $CLEARML_CONFIG_FILE or ~/clearml.conf)")
+    sub = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
+    _add_daemon(sub)
+    _add_execute(sub)
+    sub.add_parser("list", help="list the workers known to the server and what they run"
+                   ).set_defaults(run=run_list)
+    sub.add_parser("config", help="print the effective configuration (secrets masked)"
+                   ).set_defaults(run=run_config)
+    sub.add_parser("init", help="interactive setup wizard: writes ~/clearml.conf"
+                   ).set_defaults(run=run_init)
+
+
+def _add_daemon(sub: Any) -> None:
+    daemon = sub.add_parser(
+        "daemon", help="listen on queues and run their tasks",
+        description="Listen on one or more queues (first = highest priority) and run each task "
+        "pulled: fetch its code, build its environment (cached), run it, report the outcome.")
+    daemon.add_argument("--queue", nargs="+", default=None, metavar="QUEUE",
+                        help="queue names or ids, highest priority first (default: the default "
+                        "queue)")
+    daemon.add_argument("--foreground", action="store_true",
+                        help="also print the tasks' output to this console")
+    daemon.add_argument("--detached", action="store_true",
+                        help="run in the background; the log file path is printed")
+    daemon.add_argument("--stop", nargs="*", default=None, metavar="WORKER_ID",
+                        help="stop daemons running on this machine (all, or the given ids)")
+    daemon.add_argument("--create-queue", action="store_true",
+                        help="create the queues if they do not exist")
+    daemon.add_argument("--order-fairness", action="store_true",
+                        help="pull from the queues round-robin instead of by priority")
+    daemon.add_argument("--polling-interval", type=float, default=5.0, metavar="SECONDS",
+                        help="seconds between polls against a server without long polling")
+    gpus = daemon.add_mutually_exclusive_group()
+    gpus.add_argument("--gpus", default=None, help="GPUs the tasks may use: 0 / 0,1 / 0-3 / all")
+    gpus.add_argument("--cpu-only", action="store_true", help="tasks see no GPU")
+    daemon.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    daemon.set_defaults(run=run_daemon)
+
+
+def _add_execute(sub: Any) -> None:
+    execute = sub.add_parser(
+        "execute", help="run one task now, without a queue",
+        description="Run one task on this machine right away, as the daemon would.")
+    execute.add_argument("--id", required=True, help="the task id")
+    execute.add_argument("--clone", action="store_true", help="run a clone of the task instead")
+    execute.add_argument("--log-file", type=Path, default=None,
+                         help="also write the task's console output to this file")
+    execute.add_argument("--require-queue", action="store_true",
+                         help="fail unless the task is queued (it is taken out of its queue)")
+    execute.add_argument("--gpus", default=None, help="GPUs the task may use")
+    execute.add_argument("--cpu-only", action="store_true", help="the task sees no GPU")
+    execute.set_defaults(run=run_execute)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config_file)
+    for notice in config.notices:
+        print(f"bosun: note: {notice}", file=sys.stderr)
+    return config
+
+
+def _gpu_env(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    try:
+        gpus = parse_gpus(args.gpus)
+    except GpuSpecError as exc:
+        raise UserError(str(exc)) from exc
+    return gpus, visible_devices_env(gpus, args.cpu_only)
+
+
+# --- daemon ------------------------------------------------------------------------------------
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    if args.stop is not None:
+        return _stop_daemons(args.stop)
+    if args.detached:
+        return _detach(args)
+    from bosun.agent.daemon import Daemon, QueueNotFound, resolve_queues
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _config(args)
+    gpus, gpu_env = _gpu_env(args)
+    queue_names = args.queue or ["default"]
+    try:
+        slot = worker_ids.claim(config.agent.worker_id or None, config.agent.worker_name, gpus,
+                                queue_names, os.environ.get("BOSUN_AGENT_LOG_FILE", ""))
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from exc
+    try:
+        session = open_session(config, worker=slot.worker_id)
+        try:
+            queues = resolve_queues(session, queue_names, args.create_queue)
+        except QueueNotFound as exc:
+            raise UserError(str(exc)) from exc
+        echo = (lambda line: print(line, flush=True)) if args.foreground else None
+        daemon = Daemon(session, config, slot.worker_id, queues,
+                        order_fairness=args.order_fairness,
+                        polling_interval=args.polling_interval, extra_env=gpu_env, echo=echo)
+        daemon.install_signal_handlers()
+        daemon.run()
+    finally:
+        slot.release()
+    return 0
+
+
+def _detach(args: argparse.Namespace) -> int:
+    argv = [a for a in sys.argv[1:] if a != "--detached"]
+    log_dir = worker_ids.state_dir().parent / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"agent-{int(time.time())}-{os.getpid()}.log"
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bosun", *argv], stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "BOSUN_AGENT_LOG_FILE": str(log_path)})
+    # Wait until it has claimed its worker id (or died) so that the user sees the outcome.
+    for _ in range(100):
+        if proc.poll() is not None:
+            raise UserError(f"the daemon exited at once (code {proc.returncode}); see "
+                            f"{log_path}:\n{log_path.read_text()[-2000:]}")
+        mine = [d for d in worker_ids.running_daemons() if d.pid == proc.pid]
+        if mine:
+            print(f"bosun agent daemon running in the background: worker {mine[0].worker_id}, "
+                  f"pid {proc.pid}, log {log_path}")
+            return 0
+        time.sleep(0.1)
+    print(f"bosun agent daemon started in the background: pid {proc.pid}, log {log_path}")
+    return 0
+
+
+def _stop_daemons(ids: list[str]) -> int:
+    running = worker_ids.running_daemons()
+    targets = [d for d in running if not ids or d.worker_id in ids]
+    unknown = set(ids) - {d.worker_id for d in running}
+    if unknown:
+        print(f"bosun: no running daemon with worker id {', '.join(sorted(unknown))}",
+              file=sys.stderr)
+    if not targets:
+        print("no bosun agent daemon is running on this machine")
+        return 1 if ids else 0
+    for daemon in targets:
+        try:
+            os.kill(daemon.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        alive = {d.pid for d in worker_ids.running_daemons()}
+        if not alive & {d.pid for d in targets}:
+            break
+        time.sleep(0.2)
+    for daemon in targets:
+        print(f"stopped worker {daemon.worker_id} (pid {daemon.pid})")
+    return 1 if unknown else 0
+
+
+# --- execute -----------------------------------------------------------------------------------
+
+
+def run_execute(args: argparse.Namespace) -> int:
+    from bosun.agent.task_run import TaskRun
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _config(args)
+    gpus, gpu_env = _gpu_env(args)
+    slot = worker_ids.claim(None, config.agent.worker_name, gpus, [], "")
+    log_file = args.log_file.open("a") if args.log_file else None
+    try:
+        session = open_session(config, worker=slot.worker_id)
+        task_id = _prepare_task(session, args)
+        echo_target = log_file
+
+        def echo(line: str) -> None:
+            print(line, flush=True)
+            if echo_target is not None:
+                echo_target.write(line + "\n")
+                echo_target.flush()
+
+        run = TaskRun(session, config, slot.worker_id, task_id, echo=echo, extra_env=gpu_env)
+        signal.signal(signal.SIGTERM, lambda *_: run.abort("agent shut down"))
+        outcome = run.execute()
+    finally:
+        slot.release()
+        if log_file is not None:
+            log_file.close()
+    return {"completed": 0, "failed": 1, "stopped": 2}[outcome.status]
+
+
+def _prepare_task(session: Any, args: argparse.Namespace) -> str:
+    try:
+        task = session.call("tasks.get_by_id", {"task": args.id})["task"]
+    except ApiError as exc:
+        raise UserError(f"task {args.id}: {exc.msg}") from exc
+    task_id = task["id"]
+    if args.clone:
+        task_id = session.call("tasks.clone", {"task": task_id})["id"]
+        print(f"bosun: running clone {task_id} of task {args.id}")
+    elif task["status"] == "queued":
+        session.call("tasks.dequeue", {"task": task_id})
+    elif args.require_queue:
+        raise UserError(f"task {task_id} is {task['status']}, not queued (--require-queue)")
+    session.call("tasks.started", {"task": task_id, "force": True,
+                                   "status_reason": "started by bosun agent execute"})
+    return task_id
+
+
+# --- list / config / init ----------------------------------------------------------------------
+
+
+def run_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    with open_session(config) as session:
+        workers = session.call("workers.get_all")["workers"]
+    if not workers:
+        print("no workers")
+        return 0
+    rows = [("WORKER", "QUEUES", "TASK", "LAST ACTIVITY")]
+    for worker in workers:
+        task = worker.get("task") or {}
+        rows.append((worker["id"], ",".join(q["name"] for q in worker.get("queues") or []),
+                     f"{task.get('id', '')} {task.get('name', '')}".strip() or "-",
+                     worker.get("last_activity_time") or "-"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(f"# configuration file: {config.source or '(none found; defaults)'}")
+    print(json.dumps(masked(config), indent=2, default=str))
+    return 0
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from bosun.agent.init_wizard import run_init as wizard
+    from bosun.client import ConnectionFailed, Session
+
+    def verify(api: Any) -> str | None:
+        try:
+            with Session(api.api_server, api.access_key, api.secret_key, timeout=10) as session:
+                session.login()
+                session.call("queues.get_default")
+        except ConnectionFailed as exc:
+            return str(exc)
+        except ApiError as exc:
+            return f"the server refused the credentials: {exc.msg}"
+        return None
+
+    path = args.config_file or default_config_path()
+
+    def ask(prompt: str) -> str:
+        return input(prompt)
+
+    try:
+        return wizard(ask, print, path, verify)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from exc
