@@ -116,7 +116,12 @@ def test_interrupted_build_is_not_a_hit_and_is_rebuilt(tmp_path: Path) -> None:
     (half / "half-written").write_text("x")  # a crash before the marker
     assert cache.lookup("k1") is None
     built: list[Path] = []
-    path = cache.store("k1", lambda p: (built.append(p), _fake_build(p))[1])
+
+    def build(path: Path) -> None:
+        built.append(path)
+        _fake_build(path)
+
+    path = cache.store("k1", build)
     assert built == [half]
     assert not (path / "half-written").exists()
     assert cache.lookup("k1") == path

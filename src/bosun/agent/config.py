@@ -231,7 +231,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         parsed = ConfigFactory.parse_file(str(path))
     except (pyparsing.ParseBaseException, ConfigException) as exc:
-        raise ConfigError(f"{path}: {_one_line(str(exc))}") from None
+        raise ConfigError(f"{path}: {hocon_error(exc)}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
     except OSError as exc:
@@ -243,8 +243,20 @@ def _read_file(path: Path) -> dict[str, Any]:
     return plain
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def hocon_error(exc: Exception, show_text: bool = True) -> str:
+    """A HOCON parser error as one short line: what was expected, where (and, with `show_text`,
+    the text found there). pyparsing can describe its whole grammar: that is cut."""
+    if not isinstance(exc, pyparsing.ParseBaseException):
+        return " ".join(str(exc).split())
+    where = f"line {exc.lineno}, column {exc.col}"
+    expected = " ".join(exc.msg.split())
+    if len(expected) > 60:
+        expected = "syntax error"
+    if not show_text:
+        return f"{expected} ({where})"
+    rest = exc.pstr[exc.loc:].split()
+    found = repr(rest[0][:20]) if rest else "end of file"
+    return f"{expected}, found {found} ({where})"
 
 
 def _plain(value: Any) -> Any:

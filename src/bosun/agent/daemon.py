@@ -46,7 +46,12 @@ def resolve_queues(session: Session, names: list[str], create: bool) -> list[dic
             if not create:
                 raise QueueNotFound(f"queue '{name}' does not exist on the server "
                                     "(use --create-queue to create it)")
-            created = session.call("queues.create", {"name": name})["id"]
+            try:
+                created = session.call("queues.create", {"name": name})["id"]
+            except ApiError as exc:
+                if exc.subcode != 801:  # not "another agent created it just now"
+                    raise
+                return resolve_queues(session, names, create=False)
             found = [{"id": created, "name": name}]
         resolved.append({"id": found[0]["id"], "name": found[0]["name"]})
     return resolved

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uv
 
@@ -175,7 +176,7 @@ class EnvironmentBuilder:
 
     # --- public ------------------------------------------------------------------------------
 
-    def prepare(self, script: dict, repo_dir: Path | None,
+    def prepare(self, script: dict[str, Any], repo_dir: Path | None,
                 python_request: str | None) -> PreparedEnv:
         """The venv for a task's ``script`` section, checked out at ``repo_dir``.
 

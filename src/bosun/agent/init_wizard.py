@@ -19,7 +19,13 @@ import pyparsing
 from pyhocon import ConfigFactory, ConfigTree
 from pyhocon.exceptions import ConfigException
 
-from bosun.agent.config import DEFAULT_API_SERVER, ApiConfig, mask_access_key, mask_secret
+from bosun.agent.config import (
+    DEFAULT_API_SERVER,
+    ApiConfig,
+    hocon_error,
+    mask_access_key,
+    mask_secret,
+)
 
 ATTEMPTS = 3
 MAX_PASTE_LINES = 200
@@ -62,13 +68,20 @@ def brace_depth(text: str) -> int:
     return depth
 
 
+def _looks_like_pair(line: str) -> bool:
+    tokens = line.split()
+    return (len(tokens) == 2 and "{" not in tokens and "access_key" not in line
+            and not line.rstrip().endswith("{"))
+
+
 def parse_pasted(text: str) -> Pasted:
     """Reads the block the web UI copies (`api { ... credentials { ... } }`, or any part of it
-    holding access_key and secret_key), or a bare `ACCESS_KEY SECRET_KEY` pair."""
+    holding access_key and secret_key), or a bare `ACCESS_KEY SECRET_KEY` pair (any text
+    without "access_key")."""
     text = text.strip()
     if not text:
         raise PasteError("nothing was pasted")
-    if "{" not in text:
+    if "access_key" not in text:
         tokens = [t.strip("\"'") for t in re.split(r"[\s,]+", text) if t.strip("\"'")]
         if len(tokens) != 2:
             raise PasteError("expected the copied configuration block, or an access key and a "
@@ -77,7 +90,8 @@ def parse_pasted(text: str) -> Pasted:
     try:
         tree = ConfigFactory.parse_string(text)
     except (pyparsing.ParseBaseException, ConfigException) as exc:
-        raise PasteError(f"cannot read the pasted block: {' '.join(str(exc).split())}") from None
+        raise PasteError("cannot read the pasted block: "
+                         f"{hocon_error(exc, show_text=False)}") from None
     if not isinstance(tree, ConfigTree):
         raise PasteError("the pasted block holds no credentials")
     api = tree.get("api", tree)
@@ -222,6 +236,8 @@ class _Wizard:
 
     def read_paste(self, prompt: str) -> str:
         lines = [self.ask(prompt)]
+        if _looks_like_pair(lines[0]):  # a secret may hold a "{": no more lines are coming
+            return lines[0]
         while brace_depth("\n".join(lines)) > 0:
             if len(lines) >= MAX_PASTE_LINES:
                 break
@@ -283,8 +299,10 @@ class _Wizard:
             if error is None:
                 self.say("Credentials verified!")
                 return api
-            self.say(f"Could not verify credentials: {error}"
-                     + (" Try again." if attempt < ATTEMPTS else ""))
+            self.say(f"Could not verify credentials: {error}")
+            if attempt < ATTEMPTS:
+                self.say(f"Try again ({ATTEMPTS - attempt} more "
+                         f"{'try' if attempt == ATTEMPTS - 1 else 'tries'}).")
             previous = api
         self.say(f"Giving up after {ATTEMPTS} attempts.")
         raise _Aborted

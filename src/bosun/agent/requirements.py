@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 KINDS = ("task", "file", "project", "none")
 
@@ -134,7 +135,7 @@ def _has_project_table(pyproject: Path) -> bool:
     return isinstance(data.get("project"), dict)
 
 
-def _search_dirs(script: dict, repo_dir: Path | None) -> list[Path]:
+def _search_dirs(script: dict[str, Any], repo_dir: Path | None) -> list[Path]:
     if repo_dir is None:
         return []
     dirs: list[Path] = []
@@ -148,7 +149,7 @@ def _search_dirs(script: dict, repo_dir: Path | None) -> list[Path]:
     return dirs
 
 
-def requirements_for(script: dict, repo_dir: Path | None) -> Requirements:
+def requirements_for(script: dict[str, Any], repo_dir: Path | None) -> Requirements:
     """The requirements of a task's ``script`` section, checked out at ``repo_dir`` (or None)."""
     section = script.get("requirements") or {}
     if not isinstance(section, dict):

@@ -133,7 +133,12 @@ class TaskRun:
                 self.log.write(exc.detail, level="error")
             self.log.write(f"bosun: {exc.reason}", level="error")
             return Outcome("failed", exc.reason)
-        return self._run(argv, run_dir, self._environment(task, env))
+        variables = self._environment(task, env)
+        # As clearml-agent does: the repository (and a src/ layout) import without installing.
+        paths = [run_dir, *([code_dir, code_dir / "src"] if code_dir else [])]
+        variables["PYTHONPATH"] = os.pathsep.join(
+            dict.fromkeys(str(p) for p in paths if p.is_dir()))
+        return self._run(argv, run_dir, variables)
 
     # --- steps ---------------------------------------------------------------------------------
 
