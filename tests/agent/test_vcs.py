@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -360,7 +361,8 @@ def test_credentials_url_rewriting() -> None:
 # -- the diff --------------------------------------------------------------------------------
 
 
-def make_diff(upstream: Upstream, tmp_path: Path, base: str, edit) -> str:
+def make_diff(upstream: Upstream, tmp_path: Path, base: str,
+              edit: Callable[[Path], None]) -> str:
     """A ``git diff --binary`` of ``edit`` applied to a clone at ``base``, as the SDK records."""
     work = tmp_path / "author"
     subprocess.run(["git", "clone", "-q", str(upstream.path), str(work)], check=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bosun.agent import worker_id as worker_ids
-from bosun.agent.config import Config, ConfigError, default_config_path, load_config, masked
+from bosun.agent.config import Config, default_config_path, load_config, masked
 from bosun.agent.gpus import GpuSpecError, parse_gpus, visible_devices_env
 from bosun.api.errors import ApiError
 from bosun.cli.connection import open_session
@@ -282,11 +283,4 @@ def run_init(args: argparse.Namespace) -> int:
         return None
 
     path = args.config_file or default_config_path()
-
-    def ask(prompt: str) -> str:
-        return input(prompt)
-
-    try:
-        return wizard(ask, print, path, verify)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from exc
+    return wizard(input, print, path, verify, ask_secret=getpass.getpass)
