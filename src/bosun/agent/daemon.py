@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bosun.agent.config import Config
+from bosun.agent.config import Config, ConfigError, load_config
 from bosun.agent.machine_stats import MachineStats
 from bosun.agent.task_run import TaskRun
 from bosun.api.errors import ApiError
@@ -153,6 +153,8 @@ class Daemon:
 
     def _run_task(self, task_id: str, queue_id: str) -> None:
         self._served(queue_id)
+        if self.config.agent.reload_config:
+            self._reload_config()
         try:
             self.session.call("tasks.started", {"task": task_id,
                                                 "status_reason": "pulled by agent"})
@@ -172,6 +174,12 @@ class Daemon:
             self.current = None
             self._current_queue = None
             self._report_status()
+
+    def _reload_config(self) -> None:
+        try:
+            self.config = load_config(self.config.source)
+        except ConfigError as exc:
+            log.warning("configuration not reloaded, keeping the previous one: %s", exc)
 
     def _report_loop(self) -> None:
         while not self.stopping.wait(STATUS_REPORT_SECONDS):

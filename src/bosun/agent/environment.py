@@ -247,6 +247,7 @@ class EnvironmentBuilder:
     def _env(self) -> dict[str, str]:
         env = python_finder.uv_env()
         env["UV_CACHE_DIR"] = str(self.uv_cache_dir)
+        env["PIP_CACHE_DIR"] = str(self.uv_cache_dir / "pip")
         env["NO_COLOR"] = "1"
         env["PIP_NO_INPUT"] = "1"
         env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"

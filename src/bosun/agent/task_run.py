@@ -71,6 +71,7 @@ def builder_for(config: Config, log: Callable[[str], None]) -> EnvironmentBuilde
         post_packages=list(pm.post_packages),
         post_optional_packages=list(pm.post_optional_packages),
         venvs_dir=agent.venvs_dir, cache=cache, log=log,
+        uv_cache_dir=agent.pip_download_cache.path if agent.pip_download_cache.enabled else None,
     )
 
 
@@ -80,7 +81,7 @@ def repo_cache_for(config: Config, log: Callable[[str], None],
     credentials = GitCredentials(
         user=agent.git_user, password=agent.git_pass, host=agent.git_host,
         force_ssh=agent.force_git_ssh_protocol, ssh_port=agent.force_git_ssh_port,
-        ssh_user=agent.force_git_ssh_user)
+        ssh_user=agent.force_git_ssh_user, translate_ssh=agent.translate_ssh)
     return RepoCache(agent.vcs_cache.path, agent.vcs_cache.enabled, credentials, log, masker)
 
 

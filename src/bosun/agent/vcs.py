@@ -139,6 +139,7 @@ class GitCredentials:
     force_ssh: bool = False
     ssh_port: int = 0
     ssh_user: str = ""
+    translate_ssh: bool = True
 
     def applies_to(self, hostname: str) -> bool:
         """Whether user/pass are sent to ``hostname`` (always, unless ``host`` limits them)."""
@@ -157,6 +158,8 @@ class GitCredentials:
         if is_local(repository):
             return repository
         if self.has_user_pass:
+            if not self.translate_ssh and not _is_http(repository):
+                return repository  # translate_ssh: false keeps ssh links as they are
             https = _to_https(repository)
             if https is None or not self.applies_to(_host_of(https)):
                 return repository
