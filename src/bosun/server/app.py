@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import orjson
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -51,7 +52,7 @@ def open_state(config: ServerConfig) -> ServerState:
 
 
 def _json(payload: dict[str, Any], status: int) -> Response:
-    body = json.dumps(payload, separators=(",", ":"), default=str)
+    body = orjson.dumps(payload, default=str)
     return Response(body, status_code=status, media_type="application/json")
 
 
@@ -59,8 +60,8 @@ def _parse_body(raw: bytes, request: Request) -> dict[str, Any]:
     body: dict[str, Any] = dict(request.query_params)
     if raw.strip():
         try:
-            parsed = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
             raise errors.ValidationError(f"malformed JSON body: {exc}") from exc
         if not isinstance(parsed, dict):
             raise errors.ValidationError("the request body must be a JSON object")

@@ -86,11 +86,12 @@ def add_entry(conn: Connection, queue_id: str, task_id: str, front: bool = False
     an older entry of it (say from queues.add_task before tasks.enqueue) would hand it out
     twice."""
     remove_task_entries(conn, task_id, queue_id)
-    edge = sa.func.min if front else sa.func.max
-    current = conn.execute(
-        sa.select(edge(queue_entries.c.position)).where(queue_entries.c.queue == queue_id)
-    ).scalar()
-    position = (current or 0.0) + (-1.0 if front else 1.0)
+    # Positions are times: the back of the queue is "now" without reading the queue first.
+    position = time.time()
+    if front:
+        first = conn.execute(sa.select(sa.func.min(queue_entries.c.position))
+                             .where(queue_entries.c.queue == queue_id)).scalar()
+        position = min(first if first is not None else position, position) - 1.0
     conn.execute(queue_entries.insert().values(queue=queue_id, task=task_id, position=position,
                                                added=now_iso()))
 
@@ -104,21 +105,20 @@ def remove_task_entries(conn: Connection, task_id: str, queue_id: str | None = N
 
 def pop_next(conn: Connection, queue_id: str, skip_locked: bool) -> dict[str, str] | None:
     """Take the first entry whose task is still queued; entries of other tasks are dropped."""
+    first = (
+        sa.select(queue_entries.c.seq)
+        .where(queue_entries.c.queue == queue_id)
+        .order_by(queue_entries.c.position, queue_entries.c.seq)
+        .limit(1)
+    )
+    if skip_locked:
+        first = first.with_for_update(skip_locked=True)
+    take = (queue_entries.delete().where(queue_entries.c.seq == first.scalar_subquery())
+            .returning(queue_entries.c.task, queue_entries.c.added))
     while True:
-        query = (
-            sa.select(queue_entries.c.seq, queue_entries.c.task, queue_entries.c.added)
-            .where(queue_entries.c.queue == queue_id)
-            .order_by(queue_entries.c.position, queue_entries.c.seq)
-            .limit(1)
-        )
-        if skip_locked:
-            query = query.with_for_update(skip_locked=True)
-        row = conn.execute(query).first()
+        row = conn.execute(take).first()
         if row is None:
             return None
-        deleted = conn.execute(queue_entries.delete().where(queue_entries.c.seq == row.seq))
-        if deleted.rowcount != 1:
-            continue
         status = conn.execute(sa.select(tasks.c.status).where(tasks.c.id == row.task)).scalar()
         if status == task_status.QUEUED:
             return {"task": row.task, "added": row.added}

@@ -53,7 +53,7 @@ def load(conn: Connection, task_id: str, for_update: bool = False) -> dict[str, 
     row = conn.execute(query).first()
     if row is None:
         raise errors.InvalidTaskId(f"invalid task id: {task_id}", id=task_id)
-    return copy.deepcopy(row.doc)
+    return row.doc  # a fresh object per query: the JSON is decoded for every row
 
 
 def _columns(doc: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
@@ -11,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import platformdirs
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -83,7 +83,7 @@ class Store:
         with cursor.copy(copy_sql) as copy:
             for row in rows:
                 copy.write_row([
-                    json.dumps(row[n]) if n in json_columns and row[n] is not None else row[n]
+                    _json_dumps(row[n]) if n in json_columns and row[n] is not None else row[n]
                     for n in names
                 ])
 
@@ -106,14 +106,21 @@ def _prepare_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def open_store(db: str | None) -> Store:
     url = normalize_db_url(db)
+    json_args = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, pool_size=16, max_overflow=48)
+        engine = sa.create_engine(url, pool_size=16, max_overflow=48, **json_args)
         _prepare_sqlite(engine)
     else:
-        engine = sa.create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
+        # No pre-ping: it costs a round trip per call; a connection broken by a database
+        # restart fails one call and the pool is then invalidated and refilled.
+        engine = sa.create_engine(url, pool_size=16, max_overflow=48, **json_args)
     return Store(engine)
