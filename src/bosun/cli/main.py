@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from bosun import __version__
-from bosun.cli import agent_cmd, server_cmd
+from bosun.cli import agent_cmd, queue_cmd, server_cmd, task_cmd, worker_cmd
 from bosun.cli.errors import UserError
 
 
@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     server_cmd.add_parser(commands)
     agent_cmd.add_parser(commands)
+    task_cmd.add_parser(commands)
+    queue_cmd.add_parser(commands)
+    worker_cmd.add_parser(commands)
     return parser
 
 
