@@ -10,12 +10,7 @@ import os
 import socket
 from typing import Any
 
-import sqlalchemy.exc
-from sqlalchemy.engine import make_url
-
 from bosun.cli.errors import UserError
-from bosun.server.config import ServerConfig
-from bosun.server.store.engine import normalize_db_url
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -59,6 +54,12 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
 
 
 def _safe_url(db: str | None) -> str:
+    # Imported here: `bosun` starts fast for the commands that need no database.
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    from bosun.server.store.engine import normalize_db_url
+
     try:
         return make_url(normalize_db_url(db)).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError as exc:
@@ -76,9 +77,11 @@ def _port_free(host: str, port: int) -> None:
 
 
 def run_server(args: argparse.Namespace) -> int:
+    import sqlalchemy.exc
     import uvicorn
 
     from bosun.server.app import CONFIG_ENV, create_app, open_state
+    from bosun.server.config import ServerConfig
     from bosun.server.store.migrations import SchemaTooNew
 
     config = ServerConfig(host=args.host, port=args.port, db=args.db, auth=args.auth,
@@ -110,6 +113,8 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def run_credentials_create(args: argparse.Namespace) -> int:
+    import sqlalchemy.exc
+
     from bosun.server.auth import create_credentials
     from bosun.server.store import open_store
     from bosun.server.store.migrations import migrate
