@@ -219,7 +219,11 @@ class TaskRun:
                               if isinstance(item, dict)})
         variables.update({
             "CLEARML_TASK_ID": self.task_id, "CLEARML_WORKER_ID": self.worker_id,
-            "CLEARML_API_HOST": api.api_server, "CLEARML_WEB_HOST": api.web_server,
+            # The SDK's Task.init needs a web host to print its results link and fails when it
+            # can not guess one (it only knows ClearML's ports); bosun has no web app, so a blank
+            # `web_server` becomes the API URL.
+            "CLEARML_API_HOST": api.api_server,
+            "CLEARML_WEB_HOST": api.web_server or api.api_server,
             "CLEARML_FILES_HOST": api.files_server,
             "CLEARML_API_ACCESS_KEY": api.access_key, "CLEARML_API_SECRET_KEY": api.secret_key,
             "CLEARML_LOG_TASK_TO_BACKEND": "0", "PYTHONUNBUFFERED": "1",

@@ -136,10 +136,17 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Starle
         return _json(payload, status)
 
     async def not_found(request: Request) -> Response:
+        if request.method == "POST" and request.url.path == "/":
+            # The clearml SDK uploads artifacts, models and debug images to its files host.
+            message = ("bosun has no file server: give the task a storage destination "
+                       "(Task.init(output_uri=...) or sdk.development.default_output_uri: a "
+                       "shared path, s3://, gs://, azure://)")
+        else:
+            message = (f"no such endpoint: {request.url.path}; calls look like "
+                       "POST /v2.23/<service>.<action>")
+        log.debug("%s %s 400 (no such endpoint)", request.method, request.url.path)
         return _json(envelope(request.url.path, None, uuid.uuid4().hex, None,
-                              errors.EndpointNotSupported(
-                                  f"no such endpoint: {request.url.path}; calls look like "
-                                  "POST /v2.23/<service>.<action>")), 400)
+                              errors.EndpointNotSupported(message)), 400)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

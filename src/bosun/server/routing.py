@@ -6,7 +6,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bosun.server.call import Call
-from bosun.server.services import auth, events, projects, queues, server_info, tasks, workers
+from bosun.server.services import (
+    auth,
+    events,
+    models,
+    projects,
+    queues,
+    server_info,
+    tasks,
+    users,
+    workers,
+)
 
 Handler = Callable[[Call], dict[str, Any]] | Callable[[Call], Awaitable[dict[str, Any]]]
 
@@ -19,6 +29,8 @@ def endpoint_table() -> dict[str, Handler]:
         "queues": queues.ACTIONS,
         "workers": workers.ACTIONS,
         "events": events.ACTIONS,
+        "models": models.ACTIONS,
+        "users": users.ACTIONS,
         "server": server_info.SERVER_ACTIONS,
         "debug": server_info.DEBUG_ACTIONS,
     }

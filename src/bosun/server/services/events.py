@@ -12,13 +12,17 @@ from sqlalchemy.engine import Connection
 
 from bosun.api import errors
 from bosun.server.call import Call
-from bosun.server.fields import optional, required
+from bosun.server.fields import optional, required, str_list
 from bosun.server.services import tasks as tasks_service
 from bosun.server.store.schema import events, tasks
 from bosun.server.timestamps import now_ms
 
 LOG = "log"
 SCALAR = "training_stats_scalar"
+PLOT = "plot"
+DEBUG_IMAGE = "training_debug_image"
+# The SDK reports `report_single_value` as a scalar at this iteration.
+SINGLE_VALUE_ITER = -(2**31)
 DEFAULT_BATCH = 500
 MAX_BATCH = 10_000
 MAX_SERIES_POINTS = 10_000
@@ -96,7 +100,22 @@ def _update_last_metrics(conn: Connection, task_id: str, scalars: list[dict[str,
 
 
 def add_batch(call: Call) -> dict[str, Any]:
-    items = _parse_batch(call)
+    return _ingest(call, _parse_batch(call))
+
+
+def add(call: Call) -> dict[str, Any]:
+    """One event as the JSON body (`events.add`); answers as ClearML does, with no data."""
+    event = {k: v for k, v in call.body.items() if k != "method"}
+    result = _ingest(call, [event])
+    if result["errors"]:
+        message = next(iter(result["errors_info"]))
+        if message.startswith("invalid task id"):
+            raise errors.InvalidTaskId(message, id=event.get("task"))
+        raise errors.ValidationError(message)
+    return {}
+
+
+def _ingest(call: Call, items: list[Any]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     errors_info: dict[str, int] = defaultdict(int)
     for item in items:
@@ -244,6 +263,81 @@ def get_scalar_metrics_and_variants(call: Call) -> dict[str, Any]:
     return {"metrics": dict(metrics)}
 
 
+def get_task_single_value_metrics(call: Call) -> dict[str, Any]:
+    """`Logger.report_single_value` values: the last one per (metric, variant) of each task."""
+    task_ids = str_list(call.body, "tasks") or []
+    result = []
+    with call.store.read() as conn:
+        for task_id in task_ids:
+            rows = conn.execute(
+                sa.select(events.c.metric, events.c.variant, events.c.value,
+                          events.c.timestamp)
+                .where(events.c.task == task_id, events.c.type == SCALAR,
+                       events.c.iter == SINGLE_VALUE_ITER)
+                .order_by(events.c.seq))
+            values = {(r.metric, r.variant): {"metric": r.metric, "variant": r.variant,
+                                              "value": r.value, "timestamp": r.timestamp}
+                      for r in rows}
+            result.append({"task": task_id, "values": list(values.values())})
+    return {"tasks": result}
+
+
+def _last_iterations(rows: list[Any], iters: int) -> list[Any]:
+    """Rows of the `iters` latest iterations of each (metric, variant), in report order."""
+    wanted: dict[tuple[str, str], set[Any]] = defaultdict(set)
+    by_series: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for row in rows:
+        by_series[(row.metric, row.variant)].append(row.iter)
+    for series, its in by_series.items():
+        wanted[series] = set(sorted(set(its), key=lambda i: (i is None, i or 0))[-iters:])
+    return [r for r in rows if r.iter in wanted[(r.metric, r.variant)]]
+
+
+def get_task_plots(call: Call) -> dict[str, Any]:
+    """Plot events (tables, histograms, scatter, matplotlib) of the latest `iters` iterations.
+    One page holds them all: `scroll_id` is returned for the clients' loop and means "done"."""
+    body = call.body
+    task_id = required(body, "task", str)
+    iters = max(optional(body, "iters", int, 1), 1)
+    if body.get("scroll_id"):
+        return {"plots": [], "returned": 0, "total": 0, "scroll_id": body["scroll_id"]}
+    with call.store.read() as conn:
+        tasks_service.load(conn, task_id)
+        rows = list(conn.execute(sa.select(events).where(
+            events.c.task == task_id, events.c.type == PLOT).order_by(events.c.seq)))
+    plots = [_event(r) for r in _last_iterations(rows, iters)]
+    return {"plots": plots, "returned": len(plots), "total": len(plots), "scroll_id": "done"}
+
+
+def debug_images(call: Call) -> dict[str, Any]:
+    """Debug sample events of the latest `iters` iterations per metric, newest iteration first,
+    all on one page (a call with the returned `scroll_id` gets no more)."""
+    body = call.body
+    metrics = required(body, "metrics", list)
+    iters = max(optional(body, "iters", int, 1), 1)
+    done = bool(body.get("scroll_id"))
+    result = []
+    with call.store.read() as conn:
+        for item in metrics:
+            if not isinstance(item, dict) or not isinstance(item.get("task"), str):
+                raise errors.ValidationError("each item of 'metrics' needs a 'task'")
+            conditions = [events.c.task == item["task"], events.c.type == DEBUG_IMAGE]
+            if item.get("metric"):
+                conditions.append(events.c.metric == item["metric"])
+            variants = item.get("variants")
+            if isinstance(variants, list) and variants:
+                conditions.append(events.c.variant.in_(variants))
+            rows = [] if done else list(conn.execute(
+                sa.select(events).where(*conditions).order_by(events.c.seq)))
+            by_iter: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+            for row in _last_iterations(rows, iters):
+                by_iter[row.iter].append(_event(row))
+            ordered = sorted(by_iter, key=lambda i: i or 0, reverse=True)
+            result.append({"task": item["task"], "metric": item.get("metric"),
+                           "iterations": [{"iter": i, "events": by_iter[i]} for i in ordered]})
+    return {"metrics": result, "scroll_id": "done"}
+
+
 def delete_for_task(call: Call) -> dict[str, Any]:
     task_id = required(call.body, "task", str)
     with call.store.write() as conn:
@@ -253,7 +347,10 @@ def delete_for_task(call: Call) -> dict[str, Any]:
 
 
 ACTIONS = {
-    "add_batch": add_batch, "get_task_log": get_task_log, "get_task_events": get_task_events,
+    "add_batch": add_batch, "add": add,
+    "get_task_single_value_metrics": get_task_single_value_metrics,
+    "get_task_plots": get_task_plots, "debug_images": debug_images,
+    "get_task_log": get_task_log, "get_task_events": get_task_events,
     "scalar_metrics_iter_histogram": scalar_metrics_iter_histogram,
     "get_scalar_metrics_and_variants": get_scalar_metrics_and_variants,
     "delete_for_task": delete_for_task,

@@ -69,4 +69,34 @@ def get_all(call: Call) -> dict[str, Any]:
         return {"projects": [project(r.doc, only) for r in conn.execute(query)]}
 
 
-ACTIONS = {"create": create, "get_by_id": get_by_id, "get_all": get_all}
+def update(call: Call) -> dict[str, Any]:
+    """Change a project's name, description, tags or default output destination."""
+    body = call.body
+    project_id = required(body, "project", str)
+    fields: dict[str, Any] = {}
+    for key in ("description", "default_output_destination"):
+        if body.get(key) is not None:
+            fields[key] = optional(body, key, str, "")
+    for key in ("tags", "system_tags"):
+        value = str_list(body, key)
+        if value is not None:
+            fields[key] = value
+    name = optional(body, "name", str, "").strip()
+    with call.store.write() as conn:
+        row = conn.execute(sa.select(projects.c.doc).where(projects.c.id == project_id)).first()
+        if row is None:
+            raise errors.InvalidProjectId(f"invalid project id: {project_id}", id=project_id)
+        doc = dict(row.doc)
+        if name and name != doc["name"]:
+            taken = conn.execute(sa.select(projects.c.id).where(projects.c.name == name)).first()
+            if taken is not None:
+                raise errors.ExpectedUniqueData(f"a project named '{name}' already exists",
+                                                name=name, id=taken.id)
+            fields.update(name=name, basename=name.rsplit("/", 1)[-1])
+        doc.update(fields, last_update=now_iso())
+        conn.execute(projects.update().where(projects.c.id == project_id)
+                     .values(name=doc["name"], doc=doc))
+    return {"updated": 1, "fields": fields}
+
+
+ACTIONS = {"create": create, "get_by_id": get_by_id, "get_all": get_all, "update": update}

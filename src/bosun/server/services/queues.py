@@ -174,6 +174,15 @@ def get_all(call: Call) -> dict[str, Any]:
     return {"queues": [project(d, only) for d in docs]}
 
 
+def get_num_entries(call: Call) -> dict[str, Any]:
+    queue_id = required(call.body, "queue", str)
+    with call.store.read() as conn:
+        load(conn, queue_id)
+        count = conn.execute(sa.select(sa.func.count()).select_from(queue_entries)
+                             .where(queue_entries.c.queue == queue_id)).scalar_one()
+    return {"num": count}
+
+
 def get_default(call: Call) -> dict[str, Any]:
     with call.store.read() as conn:
         doc = default_queue(conn)
@@ -345,6 +354,7 @@ ACTIONS = {
     "get_by_id": get_by_id,
     "get_all": get_all,
     "get_default": get_default,
+    "get_num_entries": get_num_entries,
     "update": update,
     "delete": delete,
     "add_task": add_task,

@@ -16,6 +16,7 @@ from bosun.server import task_status as st
 from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required, str_list
 from bosun.server.projection import project
+from bosun.server.services import models as models_service
 from bosun.server.services import queues
 from bosun.server.store.schema import events, projects
 from bosun.server.store.schema import tasks as tasks_table
@@ -132,8 +133,13 @@ def new_doc(call: Call, name: str) -> dict[str, Any]:
         "completed": None, "tags": [], "system_tags": [], "script": {}, "execution": {},
         "hyperparams": {}, "configuration": {}, "container": {}, "runtime": {},
         "models": {"input": [], "output": []}, "output": {}, "last_iteration": 0,
-        "last_worker": None,
+        "last_metrics": {}, "last_worker": None,
     }
+
+
+def public(doc: dict[str, Any]) -> dict[str, Any]:
+    """A task as the clients read it: fields they iterate over are never missing."""
+    return {"last_metrics": {}, **doc}
 
 
 def create(call: Call) -> dict[str, Any]:
@@ -149,7 +155,7 @@ def create(call: Call) -> dict[str, Any]:
 def get_by_id(call: Call) -> dict[str, Any]:
     task_id = required(call.body, "task", str)
     with call.store.read() as conn:
-        return {"task": load(conn, task_id)}
+        return {"task": public(load(conn, task_id))}
 
 
 def _order_by(body: dict[str, Any]) -> list[sa.ColumnElement[Any]]:
@@ -197,7 +203,7 @@ def get_all(call: Call) -> dict[str, Any]:
         query = query.limit(page_size).offset(max(page, 0) * page_size)
     only = str_list(body, "only_fields")
     with call.store.read() as conn:
-        return {"tasks": [project(r.doc, only) for r in conn.execute(query)]}
+        return {"tasks": [project(public(r.doc), only) for r in conn.execute(query)]}
 
 
 # --- edit / clone / delete -------------------------------------------------------------------
@@ -240,10 +246,12 @@ def clone(call: Call) -> dict[str, Any]:
                     "configuration", "container", "models"):
             if key in source:
                 doc[key] = copy.deepcopy(source[key])
-        execution = copy.deepcopy(source.get("execution") or {})
+        execution = _without_outputs(copy.deepcopy(source.get("execution") or {}))
         execution.pop("queue", None)
         execution.update(optional(body, "execution_overrides", dict, {}))
         doc["execution"] = execution
+        # As ClearML: a clone keeps its input models and artifacts, not what the source made.
+        doc["models"] = {**(doc.get("models") or {}), "output": []}
         doc["parent"] = optional(body, "new_task_parent", str, "") or source_id
         doc["system_tags"] = [t for t in doc["system_tags"] if t != DEVELOPMENT_TAG]
         overrides = {"comment": "new_task_comment", "tags": "new_task_tags",
@@ -257,6 +265,14 @@ def clone(call: Call) -> dict[str, Any]:
         _check_project(conn, doc.get("project"))
         insert(conn, doc)
     return {"id": doc["id"]}
+
+
+def _without_outputs(execution: dict[str, Any]) -> dict[str, Any]:
+    """The execution section less the output artifacts of a run (input ones stay)."""
+    if "artifacts" in execution:
+        execution["artifacts"] = [a for a in execution["artifacts"] or []
+                                  if isinstance(a, dict) and a.get("mode") == "input"]
+    return execution
 
 
 def delete(call: Call) -> dict[str, Any]:
@@ -344,8 +360,9 @@ def reset(call: Call) -> dict[str, Any]:
             raise errors.InvalidTaskStatus("a published task can not be reset (use force=true)")
         dequeued = queues.remove_task_entries(conn, task_id)
         conn.execute(events.delete().where(events.c.task == task_id))
-        execution = dict(doc.get("execution") or {})
+        execution = _without_outputs(dict(doc.get("execution") or {}))
         execution.pop("queue", None)
+        doc["models"] = {**(doc.get("models") or {}), "output": []}
         if flag(body, "clear_all"):
             execution = {}
             doc["script"] = {}
@@ -427,6 +444,28 @@ def close(call: Call) -> dict[str, Any]:
     return _status_change(call, st.CLOSED)
 
 
+def publish(call: Call) -> dict[str, Any]:
+    """Publish a finished task; with `publish_model` (the default) its output models too."""
+    body = call.body
+    task_id = required(body, "task", str)
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        fields = change_status(
+            conn, doc, st.PUBLISHED, force=flag(body, "force"), allow_same=False,
+            reason=optional(body, "status_reason", str, ""),
+            message=optional(body, "status_message", str, ""), published=now_iso(),
+        )
+        if optional(body, "publish_model", bool, True):
+            for entry in (doc.get("models") or {}).get("output") or []:
+                try:
+                    model = models_service.load(conn, entry.get("model") or "")
+                except errors.ApiError:
+                    continue  # a model deleted under its task is not the publisher's error
+                model["ready"] = True
+                models_service.save(conn, model)
+    return {"updated": 1, "fields": fields}
+
+
 def ping(call: Call) -> dict[str, Any]:
     task_id = required(call.body, "task", str)
     with call.store.write() as conn:
@@ -447,6 +486,100 @@ def set_requirements(call: Call) -> dict[str, Any]:
         doc["last_update"] = doc["last_change"] = now_iso()
         save(conn, doc)
     return {"updated": 1, "fields": {"script.requirements": requirements}}
+
+
+# --- artifacts and models -------------------------------------------------------------------
+
+
+def _touch(conn: Connection, doc: dict[str, Any]) -> None:
+    doc["last_update"] = doc["last_change"] = now_iso()
+    save(conn, doc)
+
+
+def _artifact_id(item: dict[str, Any]) -> tuple[str, str]:
+    return str(item.get("key")), str(item.get("mode") or "output")
+
+
+def add_or_update_artifacts(call: Call) -> dict[str, Any]:
+    """Artifacts live in `execution.artifacts`, one per (key, mode); the SDK sends them after
+    uploading the file itself (bosun keeps the record, not the file)."""
+    body = call.body
+    task_id = required(body, "task", str)
+    items = required(body, "artifacts", list)
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+            raise errors.ValidationError("each artifact needs a string 'key'")
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        execution = dict(doc.get("execution") or {})
+        artifacts = {_artifact_id(a): a for a in execution.get("artifacts") or []
+                     if isinstance(a, dict)}
+        for item in items:
+            artifacts[_artifact_id(item)] = {**item, "mode": item.get("mode") or "output"}
+        execution["artifacts"] = list(artifacts.values())
+        doc["execution"] = execution
+        _touch(conn, doc)
+    return {"updated": 1}
+
+
+def delete_artifacts(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    wanted = {_artifact_id(a) for a in required(body, "artifacts", list) if isinstance(a, dict)}
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        execution = dict(doc.get("execution") or {})
+        before = execution.get("artifacts") or []
+        execution["artifacts"] = [a for a in before if _artifact_id(a) not in wanted]
+        doc["execution"] = execution
+        _touch(conn, doc)
+    return {"deleted": len(before) - len(execution["artifacts"])}
+
+
+def set_model(doc: dict[str, Any], kind: str, name: str, model_id: str) -> None:
+    """Point the task's input or output model called `name` at `model_id`."""
+    task_models = dict(doc.get("models") or {})
+    entries = [m for m in task_models.get(kind) or [] if m.get("name") != name]
+    task_models[kind] = [*entries, {"name": name, "model": model_id}]
+    doc["models"] = task_models
+
+
+def _model_kind(value: str) -> str:
+    if value not in ("input", "output"):
+        raise errors.ValidationError("field 'type' must be 'input' or 'output'")
+    return value
+
+
+def add_or_update_model(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    name = required(body, "name", str)
+    model_id = required(body, "model", str)
+    kind = _model_kind(required(body, "type", str))
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        set_model(doc, kind, name, model_id)
+        iteration = optional(body, "iteration", int, 0)
+        if iteration:
+            doc["last_iteration"] = max(doc.get("last_iteration") or 0, iteration)
+        _touch(conn, doc)
+    return {"updated": 1}
+
+
+def delete_models(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    wanted = {(m.get("name"), _model_kind(m.get("type", ""))) for m in
+              required(body, "models", list) if isinstance(m, dict)}
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        task_models = dict(doc.get("models") or {})
+        for kind in ("input", "output"):
+            task_models[kind] = [m for m in task_models.get(kind) or []
+                                 if (m.get("name"), kind) not in wanted]
+        doc["models"] = task_models
+        _touch(conn, doc)
+    return {"updated": 1}
 
 
 # --- hyperparameters and configuration ------------------------------------------------------
@@ -510,6 +643,32 @@ def edit_hyper_params(call: Call) -> dict[str, Any]:
     return {"updated": 1}
 
 
+def delete_hyper_params(call: Call) -> dict[str, Any]:
+    """Each item names a section, and optionally a parameter in it; a section alone goes
+    whole."""
+    body = call.body
+    task_id = required(body, "task", str)
+    items = required(body, "hyperparams", list)
+    deleted = 0
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        _params_editable(doc, flag(body, "force"))
+        params: dict[str, dict[str, Any]] = doc.get("hyperparams") or {}
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("section"), str):
+                raise errors.ValidationError("each item of 'hyperparams' needs a 'section'")
+            section, name = item["section"], item.get("name")
+            if name:
+                deleted += params.get(section, {}).pop(name, None) is not None
+                if section in params and not params[section]:
+                    del params[section]
+            elif section in params:
+                deleted += len(params.pop(section))
+        doc["hyperparams"] = params
+        _touch(conn, doc)
+    return {"deleted": deleted}
+
+
 def get_configurations(call: Call) -> dict[str, Any]:
     names = str_list(call.body, "names")
     result = []
@@ -537,6 +696,20 @@ def edit_configuration(call: Call) -> dict[str, Any]:
     return {"updated": 1}
 
 
+def delete_configuration(call: Call) -> dict[str, Any]:
+    body = call.body
+    task_id = required(body, "task", str)
+    names = str_list(body, "configuration") or []
+    with call.store.write() as conn:
+        doc = load(conn, task_id, for_update=True)
+        _params_editable(doc, flag(body, "force"))
+        config = doc.get("configuration") or {}
+        deleted = sum(config.pop(name, None) is not None for name in names)
+        doc["configuration"] = config
+        _touch(conn, doc)
+    return {"deleted": deleted}
+
+
 ACTIONS = {
     "create": create, "get_by_id": get_by_id, "get_all": get_all, "edit": edit,
     "clone": clone, "delete": delete, "enqueue": enqueue, "dequeue": dequeue, "reset": reset,
@@ -544,4 +717,8 @@ ACTIONS = {
     "failed": failed, "close": close, "ping": ping, "set_requirements": set_requirements,
     "get_hyper_params": get_hyper_params, "edit_hyper_params": edit_hyper_params,
     "get_configurations": get_configurations, "edit_configuration": edit_configuration,
+    "delete_hyper_params": delete_hyper_params, "delete_configuration": delete_configuration,
+    "publish": publish, "add_or_update_artifacts": add_or_update_artifacts,
+    "delete_artifacts": delete_artifacts, "add_or_update_model": add_or_update_model,
+    "delete_models": delete_models,
 }

@@ -28,9 +28,14 @@ def _v1_initial(conn: Connection) -> None:
     schema.metadata.create_all(conn)
 
 
+def _v2_models(conn: Connection) -> None:
+    schema.models.create(conn, checkfirst=True)
+
+
 # (version, description, function). Version 1 is the first release's schema.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1_initial),
+    (2, "models", _v2_models),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -59,6 +59,19 @@ tasks = sa.Table(
     sa.Index("ix_tasks_status", "status"),
 )
 
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(1024), nullable=False),
+    sa.Column("project", sa.String(36)),
+    sa.Column("task", sa.String(36)),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.Index("ix_models_project", "project"),
+    sa.Index("ix_models_task", "task"),
+)
+
 queues = sa.Table(
     "queues",
     metadata,
