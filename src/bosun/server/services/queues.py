@@ -28,8 +28,37 @@ DEFAULT_QUEUE = "default"
 # --- building blocks shared with tasks.* ---------------------------------------------------
 
 
+# Hot-path statements are built once: building a statement costs more than running it.
+_LOAD = sa.select(queues.c.doc).where(queues.c.id == sa.bindparam("queue_id"))
+_EXISTING = sa.select(queues.c.id).where(queues.c.id.in_(sa.bindparam("ids", expanding=True)))
+_ANY_ENTRY = (sa.select(queue_entries.c.seq)
+              .where(queue_entries.c.queue.in_(sa.bindparam("ids", expanding=True))).limit(1))
+_INSERT_ENTRY = queue_entries.insert()
+_REMOVE_TASK = queue_entries.delete().where(queue_entries.c.task == sa.bindparam("task_id"))
+_REMOVE_TASK_FROM = _REMOVE_TASK.where(queue_entries.c.queue == sa.bindparam("queue_id"))
+_TASK_STATUS = sa.select(tasks.c.status).where(tasks.c.id == sa.bindparam("task_id"))
+_TASK_DOC = sa.select(tasks.c.doc).where(tasks.c.id == sa.bindparam("task_id"))
+
+
+def _take_statement(skip_locked: bool) -> sa.Delete:
+    """Delete the queue's first entry and return it, in one statement."""
+    first = (
+        sa.select(queue_entries.c.seq)
+        .where(queue_entries.c.queue == sa.bindparam("queue_id"))
+        .order_by(queue_entries.c.position, queue_entries.c.seq)
+        .limit(1)
+    )
+    if skip_locked:  # PostgreSQL: concurrent callers take different entries without waiting
+        first = first.with_for_update(skip_locked=True)
+    return (queue_entries.delete().where(queue_entries.c.seq == first.scalar_subquery())
+            .returning(queue_entries.c.task, queue_entries.c.added))
+
+
+_TAKE = {skip: _take_statement(skip) for skip in (False, True)}
+
+
 def load(conn: Connection, queue_id: str) -> dict[str, Any]:
-    row = conn.execute(sa.select(queues.c.doc).where(queues.c.id == queue_id)).first()
+    row = conn.execute(_LOAD, {"queue_id": queue_id}).first()
     if row is None:
         raise errors.InvalidQueueId(f"invalid queue id: {queue_id}", id=queue_id)
     return dict(row.doc)
@@ -92,34 +121,23 @@ def add_entry(conn: Connection, queue_id: str, task_id: str, front: bool = False
         first = conn.execute(sa.select(sa.func.min(queue_entries.c.position))
                              .where(queue_entries.c.queue == queue_id)).scalar()
         position = min(first if first is not None else position, position) - 1.0
-    conn.execute(queue_entries.insert().values(queue=queue_id, task=task_id, position=position,
-                                               added=now_iso()))
+    conn.execute(_INSERT_ENTRY, {"queue": queue_id, "task": task_id, "position": position,
+                                 "added": now_iso()})
 
 
 def remove_task_entries(conn: Connection, task_id: str, queue_id: str | None = None) -> int:
-    stmt = queue_entries.delete().where(queue_entries.c.task == task_id)
-    if queue_id is not None:
-        stmt = stmt.where(queue_entries.c.queue == queue_id)
-    return conn.execute(stmt).rowcount
+    if queue_id is None:
+        return conn.execute(_REMOVE_TASK, {"task_id": task_id}).rowcount
+    return conn.execute(_REMOVE_TASK_FROM, {"task_id": task_id, "queue_id": queue_id}).rowcount
 
 
 def pop_next(conn: Connection, queue_id: str, skip_locked: bool) -> dict[str, str] | None:
     """Take the first entry whose task is still queued; entries of other tasks are dropped."""
-    first = (
-        sa.select(queue_entries.c.seq)
-        .where(queue_entries.c.queue == queue_id)
-        .order_by(queue_entries.c.position, queue_entries.c.seq)
-        .limit(1)
-    )
-    if skip_locked:
-        first = first.with_for_update(skip_locked=True)
-    take = (queue_entries.delete().where(queue_entries.c.seq == first.scalar_subquery())
-            .returning(queue_entries.c.task, queue_entries.c.added))
     while True:
-        row = conn.execute(take).first()
+        row = conn.execute(_TAKE[skip_locked], {"queue_id": queue_id}).first()
         if row is None:
             return None
-        status = conn.execute(sa.select(tasks.c.status).where(tasks.c.id == row.task)).scalar()
+        status = conn.execute(_TASK_STATUS, {"task_id": row.task}).scalar()
         if status == task_status.QUEUED:
             return {"task": row.task, "added": row.added}
 
@@ -300,11 +318,11 @@ def _queue_ids(body: dict[str, Any]) -> list[str]:
 def _has_entries(call: Call, queue_ids: list[str]) -> bool:
     """A read-only look first: an idle agent's poll then never takes the write lock."""
     with call.store.read() as conn:
+        existing = set(conn.scalars(_EXISTING, {"ids": queue_ids}))
         for queue_id in queue_ids:
-            load(conn, queue_id)
-        return conn.execute(sa.select(queue_entries.c.seq)
-                            .where(queue_entries.c.queue.in_(queue_ids)).limit(1)).first() \
-            is not None
+            if queue_id not in existing:
+                raise errors.InvalidQueueId(f"invalid queue id: {queue_id}", id=queue_id)
+        return conn.execute(_ANY_ENTRY, {"ids": queue_ids}).first() is not None
 
 
 def _pop_first(call: Call, queue_ids: list[str]) -> dict[str, Any]:
@@ -317,8 +335,7 @@ def _pop_first(call: Call, queue_ids: list[str]) -> dict[str, Any]:
                 continue
             result: dict[str, Any] = {"entry": entry, "queue": queue_id}
             if flag(call.body, "get_task_info"):
-                row = conn.execute(sa.select(tasks.c.doc).where(tasks.c.id == entry["task"]))
-                doc = row.scalar() or {}
+                doc = conn.execute(_TASK_DOC, {"task_id": entry["task"]}).scalar() or {}
                 result["task_info"] = {"company": doc.get("company"), "user": doc.get("user")}
             return result
     return {}

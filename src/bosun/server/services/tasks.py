@@ -47,11 +47,15 @@ ORDER_COLUMNS = {
 # --- storage ---------------------------------------------------------------------------------
 
 
+# Hot-path statements are built once: building a statement costs more than running it.
+_LOAD = sa.select(tasks_table.c.doc).where(tasks_table.c.id == sa.bindparam("task_id"))
+_LOAD_FOR_UPDATE = _LOAD.with_for_update()
+_INSERT = tasks_table.insert()
+_SAVE = tasks_table.update().where(tasks_table.c.id == sa.bindparam("task_id"))
+
+
 def load(conn: Connection, task_id: str, for_update: bool = False) -> dict[str, Any]:
-    query = sa.select(tasks_table.c.doc).where(tasks_table.c.id == task_id)
-    if for_update:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    row = conn.execute(_LOAD_FOR_UPDATE if for_update else _LOAD, {"task_id": task_id}).first()
     if row is None:
         raise errors.InvalidTaskId(f"invalid task id: {task_id}", id=task_id)
     return row.doc  # a fresh object per query: the JSON is decoded for every row
@@ -68,12 +72,11 @@ def _columns(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def insert(conn: Connection, doc: dict[str, Any]) -> None:
-    conn.execute(tasks_table.insert().values(id=doc["id"], **_columns(doc)))
+    conn.execute(_INSERT, {"id": doc["id"], **_columns(doc)})
 
 
 def save(conn: Connection, doc: dict[str, Any]) -> None:
-    conn.execute(tasks_table.update().where(tasks_table.c.id == doc["id"])
-                 .values(**_columns(doc)))
+    conn.execute(_SAVE, {"task_id": doc["id"], **_columns(doc)})
 
 
 def _check_project(conn: Connection, project_id: Any) -> None:
