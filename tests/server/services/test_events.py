@@ -79,6 +79,18 @@ def test_add_batch_json_lines_logs_and_scalars(api: Session) -> None:
     assert log["total"] == 2
 
 
+def test_add_batch_keeps_unicode_line_separators_inside_a_message(server: ServerProcess,
+                                                                   api: Session) -> None:
+    task_id = _task(api)
+    message = "a\u2028b\x1cc\u0085d \u00e9"
+    # Raw UTF-8, as orjson and other encoders write it: only "\n" separates events.
+    body = json.dumps({**_log(task_id, 1), "msg": message}, ensure_ascii=False).encode()
+    response = httpx.post(f"{server.url}/events.add_batch", content=body + b"\n", timeout=10)
+    assert response.json()["data"]["added"] == 1
+    logged = api.call("events.get_task_log", {"task": task_id, "navigate_earlier": False})
+    assert _msgs(logged) == [message]
+
+
 def test_add_batch_counts_unknown_tasks_and_bad_lines_as_errors(server: ServerProcess,
                                                                 api: Session) -> None:
     task_id = _task(api)

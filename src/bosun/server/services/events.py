@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -32,22 +32,23 @@ MAX_SERIES_POINTS = 10_000
 
 
 def _parse_batch(call: Call) -> list[Any]:
-    """The body is JSON lines (one event per line); a JSON list or a single object also works."""
-    text = call.raw.decode("utf-8", errors="replace").strip()
-    if not text:
+    """The body is JSON lines (one event per line); a JSON list or a single object also works.
+    Lines are split on b"\n" only: a log message may hold other line separators (U+2028)."""
+    raw = call.raw.strip()
+    if not raw:
         return []
-    if text[0] == "[":
+    if raw[:1] == b"[":
         try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as exc:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
             raise errors.ValidationError(f"malformed events body: {exc}") from exc
         return parsed if isinstance(parsed, list) else [parsed]
     items: list[Any] = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(raw.split(b"\n"), 1):
         if line.strip():
             try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError:
+                items.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
                 items.append(ValueError(f"line {number} is not valid JSON"))
     return items
 
@@ -64,7 +65,7 @@ def _row(event: dict[str, Any]) -> dict[str, Any]:
     if kind == LOG:
         msg = event.get("msg", "")
         row.update(level=event.get("level") or "info",
-                   msg=msg if isinstance(msg, str) else json.dumps(msg))
+                   msg=msg if isinstance(msg, str) else orjson.dumps(msg).decode())
     else:
         row.update(metric=event.get("metric"), variant=event.get("variant"))
         value = event.get("value")
