@@ -200,20 +200,18 @@ def test_seed_sample_reports_unsupported_keys(home: Path) -> None:
         "support yet (ignored)",
         "agent.package_manager.torch_nightly: not supported by bosun (ignored)",
         "agent.venv_update: not supported by bosun (ignored)",
-        "agent.docker_pip_cache: used only in container mode (a later bosun release)",
-        "agent.docker_apt_cache: used only in container mode (a later bosun release)",
-        "agent.docker_force_pull: used only in container mode (a later bosun release)",
-        "agent.default_docker: used only in container mode (a later bosun release)",
+        "agent.docker_pip_cache: not supported by bosun's container mode (ignored)",
+        "agent.docker_apt_cache: not supported by bosun's container mode (ignored)",
     ]
 
 
 @pytest.mark.parametrize(("text", "notice"), [
     ("agent.cuda_version: 10.1", "agent.cuda_version: not supported by bosun (ignored)"),
     ("agent.cudnn_version: 7.6", "agent.cudnn_version: not supported by bosun (ignored)"),
-    ('agent.extra_docker_arguments: ["--ipc=host"]',
-     "agent.extra_docker_arguments: used only in container mode (a later bosun release)"),
-    ("agent.extra_docker_shell_script: []",
-     "agent.extra_docker_shell_script: used only in container mode (a later bosun release)"),
+    ("agent.docker_install_opencv_libs: true",
+     "agent.docker_install_opencv_libs: not supported by bosun's container mode (ignored)"),
+    ("agent.default_docker.frobnicate: 1",
+     "agent.default_docker.frobnicate: unknown to bosun (ignored)"),
     ("agent.package_manager.conda_full_env_update: false",
      "agent.package_manager.conda_full_env_update: used only with conda, which bosun does not "
      "support yet (ignored)"),
@@ -375,11 +373,11 @@ def test_environment_overrides_without_a_file(home: Path) -> None:
 
 
 def test_dynamic_variable_for_unsupported_key_is_a_notice(home: Path) -> None:
-    config = _load(home, None, CLEARML_AGENT__AGENT__DEFAULT_DOCKER__IMAGE='"ubuntu"',
+    config = _load(home, None, CLEARML_AGENT__AGENT__DOCKER_APT_CACHE='"/a"',
                    CLEARML_AGENT__AGENT__=" x")
     assert config.notices == [
-        "agent.default_docker (from $CLEARML_AGENT__AGENT__DEFAULT_DOCKER__IMAGE): used only in "
-        "container mode (a later bosun release)",
+        "agent.docker_apt_cache (from $CLEARML_AGENT__AGENT__DOCKER_APT_CACHE): not supported "
+        "by bosun's container mode (ignored)",
         "$CLEARML_AGENT__AGENT__: not a configuration key path (ignored)",
     ]
 
@@ -528,3 +526,32 @@ def test_unreadable_file_is_an_error(home: Path) -> None:
     path.mkdir()
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(environ={"HOME": str(home)})
+
+
+# --- container mode ---------------------------------------------------------------------------
+
+
+def test_container_keys(home: Path) -> None:
+    config = _load(home, """
+agent {
+  default_docker { image: "python:3.12", arguments: ["--ipc=host", "-e", "A=b c"] }
+  extra_docker_arguments: "-v /data:/data --shm-size=1g"
+  extra_docker_shell_script: ["apt-get update", "echo hi"]
+  docker_force_pull: yes
+}
+""")
+    agent = config.agent
+    assert agent.default_docker.image == "python:3.12"
+    assert agent.default_docker.arguments == ["--ipc=host", "-e", "A=b c"]
+    assert agent.extra_docker_arguments == ["-v", "/data:/data", "--shm-size=1g"]
+    assert agent.extra_docker_shell_script == ["apt-get update", "echo hi"]
+    assert agent.docker_force_pull is True
+    assert config.notices == []
+
+
+def test_container_keys_from_the_environment(home: Path) -> None:
+    config = _load(home, None, CLEARML_AGENT__AGENT__DEFAULT_DOCKER__IMAGE="ubuntu:24.04",
+                   BOSUN_AGENT__AGENT__EXTRA_DOCKER_ARGUMENTS='["--ipc=host"]')
+    assert config.agent.default_docker.image == "ubuntu:24.04"
+    assert config.agent.extra_docker_arguments == ["--ipc=host"]
+    assert config.notices == []

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,12 @@ class PipDownloadCacheConfig:
 
 
 @dataclass(frozen=True)
+class DefaultDockerConfig:
+    image: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     git_user: str = ""
     git_pass: str = ""
@@ -99,6 +106,13 @@ class AgentConfig:
     translate_ssh: bool = True
     reload_config: bool = False
     enable_task_env: bool = False
+    uptime: list[str] = field(default_factory=list)
+    downtime: list[str] = field(default_factory=list)
+    # container mode (see container_run)
+    default_docker: DefaultDockerConfig = field(default_factory=DefaultDockerConfig)
+    extra_docker_arguments: list[str] = field(default_factory=list)
+    extra_docker_shell_script: list[str] = field(default_factory=list)
+    docker_force_pull: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,7 +164,9 @@ _AGENT_KEYS: dict[str, Any] = {
     **dict.fromkeys(("git_user", "git_pass", "git_host", "force_git_ssh_protocol",
                      "force_git_ssh_port", "force_git_ssh_user", "worker_id", "worker_name",
                      "python_binary", "venvs_dir", "translate_ssh", "reload_config",
-                     "enable_task_env")),
+                     "enable_task_env", "uptime", "downtime", "extra_docker_arguments",
+                     "extra_docker_shell_script", "docker_force_pull")),
+    "default_docker": dict.fromkeys(("image", "arguments")),
     "package_manager": _PACKAGE_MANAGER_KEYS,
     "venvs_cache": dict.fromkeys(("max_entries", "free_space_threshold_gb", "path", "enabled")),
     "vcs_cache": dict.fromkeys(("enabled", "path")),
@@ -158,7 +174,7 @@ _AGENT_KEYS: dict[str, Any] = {
 }
 
 NOT_SUPPORTED = "not supported by bosun (ignored)"
-CONTAINER_ONLY = "used only in container mode (a later bosun release)"
+CONTAINER_ONLY = "not supported by bosun's container mode (ignored)"
 CONDA_ONLY = "used only with conda, which bosun does not support yet (ignored)"
 UNKNOWN = "unknown to bosun (ignored)"
 _NOT_SUPPORTED_AGENT_KEYS = frozenset({"venv_update", "cuda_version", "cudnn_version"})
@@ -412,6 +428,17 @@ def _as_list(value: Any) -> list[str]:
     raise _Bad("expected a list of strings")
 
 
+def _as_arguments(value: Any) -> list[str]:
+    """Container arguments: a list (one argument per item) or one string (split as a shell
+    would, so `"--ipc=host -v /a:/b"` works too)."""
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError:
+            raise _Bad("expected container arguments (unbalanced quotes)") from None
+    return _as_list(value)
+
+
 def _show(value: Any) -> str:
     text = json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -520,6 +547,7 @@ def _read_agent(r: _Reader) -> AgentConfig:
         raise r.error((*a, "force_git_ssh_port"), f"expected a port number (0-65535), got {port}")
     vc = ("agent", "venvs_cache")
     max_entries = r.get((*vc, "max_entries"), _as_int, 10)
+    uptime, downtime = _read_schedule(r)
     if max_entries < 0:
         raise r.error((*vc, "max_entries"), f"expected 0 or more, got {max_entries}")
     return AgentConfig(
@@ -551,7 +579,34 @@ def _read_agent(r: _Reader) -> AgentConfig:
         translate_ssh=r.flag((*a, "translate_ssh"), True),
         reload_config=r.flag((*a, "reload_config"), False),
         enable_task_env=r.flag((*a, "enable_task_env"), False),
+        uptime=uptime,
+        downtime=downtime,
+        default_docker=DefaultDockerConfig(
+            image=r.text((*a, "default_docker", "image")).strip(),
+            arguments=r.get((*a, "default_docker", "arguments"), _as_arguments, []),
+        ),
+        extra_docker_arguments=r.get((*a, "extra_docker_arguments"), _as_arguments, []),
+        extra_docker_shell_script=r.strings((*a, "extra_docker_shell_script")),
+        docker_force_pull=r.flag((*a, "docker_force_pull"), False),
     )
+
+
+def _read_schedule(r: _Reader) -> tuple[list[str], list[str]]:
+    """`agent.uptime` / `agent.downtime`: lists of "<hours> <days>" specs, only one of them."""
+    from bosun.agent.schedule import ScheduleError, parse_spec
+
+    specs: dict[str, list[str]] = {}
+    for kind in ("uptime", "downtime"):
+        path = ("agent", kind)
+        specs[kind] = [s.strip() for s in r.strings(path) if s.strip()]
+        for spec in specs[kind]:
+            try:
+                parse_spec(spec)
+            except ScheduleError as exc:
+                raise r.error(path, str(exc)) from None
+    if specs["uptime"] and specs["downtime"]:
+        raise r.error(("agent", "uptime"), "set only one of agent.uptime and agent.downtime")
+    return specs["uptime"], specs["downtime"]
 
 
 # ---------------------------------------------------------------------------------------------

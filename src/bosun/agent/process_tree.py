@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psutil
+
+# Descriptors the task process started from this thread (context) inherits: the daemon's GPU
+# locks, so that they last as long as the task's process does (see gpu_allocator).
+_inherited_fds: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar(
+    "inherited_fds", default=())
+
+
+@contextlib.contextmanager
+def inheriting(fds: Sequence[int]) -> Iterator[None]:
+    """Task processes started inside this block (same thread) inherit `fds`."""
+    token = _inherited_fds.set(tuple(fds))
+    try:
+        yield
+    finally:
+        _inherited_fds.reset(token)
 
 
 def start(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Own session and process group: a signal to the group reaches every child."""
     return subprocess.Popen(
         list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=_inherited_fds.get(),
     )
 
 

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bosun.agent import process_tree
 from bosun.agent.config import Config
@@ -28,6 +28,9 @@ from bosun.agent.vcs import GitCredentials, RepoCache, VcsError, apply_diff, is_
 from bosun.agent.venv_cache import VenvCache
 from bosun.api.errors import ApiError
 from bosun.client import ConnectionFailed, Session
+
+if TYPE_CHECKING:
+    from bosun.agent.container_run import ContainerMode
 
 ABORT_POLL_SECONDS = 0.5
 PING_SECONDS = 30.0
@@ -88,12 +91,14 @@ def repo_cache_for(config: Config, log: Callable[[str], None],
 class TaskRun:
     def __init__(self, session: Session, config: Config, worker_id: str, task_id: str, *,
                  echo: Callable[[str], None] | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None,
+                 container: ContainerMode | None = None) -> None:
         self.session = session
         self.config = config
         self.worker_id = worker_id
         self.task_id = task_id
         self.extra_env = extra_env or {}
+        self.container = container  # None: venv mode; else run in a container (container_run)
         self.masker = masker_for(config)
         self.log = TaskLog(session, task_id, worker_id, self.masker, echo=echo)
         self.workspace = config.agent.venvs_dir / "tasks" / task_id
@@ -125,6 +130,10 @@ class TaskRun:
         self.log.write(f"bosun: running task {self.task_id} '{task.get('name')}' on worker "
                        f"{self.worker_id}")
         script: dict[str, Any] = task.get("script") or {}
+        if self.container is not None:
+            from bosun.agent.container_run import run_in_container
+
+            return run_in_container(self, task, self.container)
         try:
             code_dir, run_dir = self._fetch_code(script)
             env = self._build_env(script, code_dir)

@@ -8,9 +8,11 @@ import fcntl
 import json
 import os
 import socket
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import platformdirs
 
@@ -32,6 +34,22 @@ class WorkerSlot:
     worker_id: str
     lock_path: Path
     handle: IO[str]
+    info: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def update(self, **changes: Any) -> None:
+        """Merge `changes` into the JSON the lock file holds (read by `--stop`, `--status`)."""
+        with self._lock:
+            self.info.update(changes)
+            text = json.dumps(self.info)
+            try:
+                # opened for appending: empty it first, then the write lands at the start
+                self.handle.seek(0)
+                self.handle.truncate(0)
+                self.handle.write(text)
+                self.handle.flush()
+            except (OSError, ValueError):
+                pass
 
     def release(self) -> None:
         try:
@@ -45,7 +63,8 @@ def _lock_name(worker_id: str) -> str:
 
 
 def claim(worker_id: str | None, worker_name: str, gpus: list[str] | None,
-          queues: list[str], log_file: str = "") -> WorkerSlot:
+          queues: list[str], log_file: str = "", extra: dict[str, Any] | None = None
+          ) -> WorkerSlot:
     """Take the first free slot (or exactly `worker_id` when it is configured)."""
     base = worker_id or base_id(worker_name, gpus)
     for number in range(1000):
@@ -60,12 +79,10 @@ def claim(worker_id: str | None, worker_name: str, gpus: list[str] | None,
                 raise RuntimeError(f"worker id '{worker_id}' is already used by a running "
                                    "daemon on this machine") from None
             continue
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "worker_id": candidate, "queues": queues,
-                                 "log_file": log_file}))
-        handle.flush()
-        return WorkerSlot(candidate, path, handle)
+        slot = WorkerSlot(candidate, path, handle)
+        slot.update(pid=os.getpid(), worker_id=candidate, queues=queues, log_file=log_file,
+                    **(extra or {}))
+        return slot
     raise RuntimeError(f"too many daemons with worker id {base} on this machine")
 
 
@@ -75,6 +92,22 @@ class RunningDaemon:
     pid: int
     queues: list[str]
     log_file: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_info(handle: IO[str]) -> dict[str, Any] | None:
+    """The lock file's JSON; a daemon may be rewriting it this instant, so try a few times."""
+    for _ in range(5):
+        handle.seek(0)
+        try:
+            info = json.loads(handle.read() or "{}")
+        except json.JSONDecodeError:
+            time.sleep(0.02)
+            continue
+        if isinstance(info, dict) and "pid" in info:
+            return info
+        time.sleep(0.02)
+    return None
 
 
 def running_daemons() -> list[RunningDaemon]:
@@ -85,13 +118,12 @@ def running_daemons() -> list[RunningDaemon]:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                handle.seek(0)
-                try:
-                    info = json.loads(handle.read() or "{}")
-                except json.JSONDecodeError:
+                info = _read_info(handle)
+                if info is None:
                     continue
                 found.append(RunningDaemon(info.get("worker_id", path.stem), int(info["pid"]),
-                                           info.get("queues", []), info.get("log_file", "")))
+                                           info.get("queues", []), info.get("log_file", ""),
+                                           info))
                 continue
         path.unlink(missing_ok=True)  # nobody holds it: a daemon that died
     return found

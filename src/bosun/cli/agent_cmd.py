@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import getpass
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,8 +19,10 @@ from typing import Any
 
 from bosun.agent import worker_id as worker_ids
 from bosun.agent.config import Config, default_config_path, load_config, masked
-from bosun.agent.gpus import GpuSpecError, parse_gpus, visible_devices_env
+from bosun.agent.gpus import GpuSpecError, parse_queue_gpus, resolve_gpus, visible_devices_env
+from bosun.agent.schedule import Schedule, ScheduleError, schedule_from
 from bosun.api.errors import ApiError
+from bosun.cli import agent_build_cmd
 from bosun.cli.connection import open_session
 from bosun.cli.errors import UserError
 
@@ -34,6 +39,7 @@ def add_parser(commands: Any) -> None:
     sub = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
     _add_daemon(sub)
     _add_execute(sub)
+    agent_build_cmd.add_parsers(sub)  # build, container-task
     sub.add_parser("list", help="list the workers known to the server and what they run"
                    ).set_defaults(run=run_list)
     sub.add_parser("config", help="print the effective configuration (secrets masked)"
@@ -49,7 +55,7 @@ def _add_daemon(sub: Any) -> None:
         "pulled: fetch its code, build its environment (cached), run it, report the outcome.")
     daemon.add_argument("--queue", nargs="+", default=None, metavar="QUEUE",
                         help="queue names or ids, highest priority first (default: the default "
-                        "queue)")
+                        "queue); with --dynamic-gpus NAME=N or NAME=MIN-MAX GPUs per task")
     daemon.add_argument("--foreground", action="store_true",
                         help="also print the tasks' output to this console")
     daemon.add_argument("--detached", action="store_true",
@@ -65,8 +71,24 @@ def _add_daemon(sub: Any) -> None:
     gpus = daemon.add_mutually_exclusive_group()
     gpus.add_argument("--gpus", default=None, help="GPUs the tasks may use: 0 / 0,1 / 0-3 / all")
     gpus.add_argument("--cpu-only", action="store_true", help="tasks see no GPU")
+    daemon.add_argument("--dynamic-gpus", action="store_true",
+                        help="run several tasks at once, each on the number of free GPUs its "
+                        "queue asks for (--queue quad=4 dual=2 opportunistic=1-4)")
+    daemon.add_argument("--services-mode", nargs="?", type=int, const=0, default=None,
+                        metavar="N", help="run up to N long-running tasks at once (no N: no "
+                        "limit), each under its own worker id <id>:service:<task>")
+    hours = daemon.add_mutually_exclusive_group()
+    hours.add_argument("--uptime", nargs="+", default=None, metavar="SPEC",
+                       help='pull tasks only in these hours, e.g. "17-20 SUN-TUE" "13-22 WED" '
+                       "(overrides agent.uptime / agent.downtime)")
+    hours.add_argument("--downtime", nargs="+", default=None, metavar="SPEC",
+                       help='pull no tasks in these hours, e.g. "09-18 MON-FRI"')
+    daemon.add_argument("--status", action="store_true",
+                        help="print the daemons running on this machine, their schedule and "
+                        "whether they pull tasks now")
     daemon.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
+    agent_build_cmd.add_container_flags(daemon)
     daemon.set_defaults(run=run_daemon)
 
 
@@ -82,6 +104,7 @@ def _add_execute(sub: Any) -> None:
                          help="fail unless the task is queued (it is taken out of its queue)")
     execute.add_argument("--gpus", default=None, help="GPUs the task may use")
     execute.add_argument("--cpu-only", action="store_true", help="the task sees no GPU")
+    agent_build_cmd.add_container_flags(execute)
     execute.set_defaults(run=run_execute)
 
 
@@ -92,12 +115,63 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _gpu_env(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+def _gpus(args: argparse.Namespace) -> list[str]:
+    from bosun.agent.device_discovery import discover_gpus
+
+    spec = args.gpus
+    if getattr(args, "dynamic_gpus", False) and spec is None:
+        found = discover_gpus()
+        if not found:
+            raise UserError("--dynamic-gpus: no GPU found on this machine (NVML reports none or "
+                            "is not available); give them with --gpus, e.g. --gpus 0-7")
+        return found
     try:
-        gpus = parse_gpus(args.gpus)
+        return resolve_gpus(spec, discover_gpus() if spec is not None else None)
     except GpuSpecError as exc:
         raise UserError(str(exc)) from exc
+
+
+def _gpu_env(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    gpus = _gpus(args)
     return gpus, visible_devices_env(gpus, args.cpu_only)
+
+
+def _schedule(args: argparse.Namespace, config: Config) -> Schedule | None:
+    """--uptime / --downtime, else agent.uptime / agent.downtime."""
+    try:
+        if args.uptime or args.downtime:
+            return schedule_from(args.uptime, args.downtime)
+        return schedule_from(config.agent.uptime, config.agent.downtime)
+    except ScheduleError as exc:
+        raise UserError(f"schedule: {exc}") from exc
+
+
+def _queue_specs(args: argparse.Namespace, gpus: list[str]
+                 ) -> tuple[list[str], dict[str, tuple[int, int]] | None]:
+    """Queue names, and with --dynamic-gpus each one's (min, max) GPUs."""
+    names = args.queue or ["default"]
+    if not args.dynamic_gpus:
+        for name in names:
+            if re.fullmatch(r".+=\d+(-\d+)?", name):
+                raise UserError(f"--queue {name}: a GPU count per queue needs --dynamic-gpus")
+        return names, None
+    if args.cpu_only:
+        raise UserError("--dynamic-gpus and --cpu-only exclude each other")
+    if args.services_mode is not None:
+        raise UserError("--dynamic-gpus and --services-mode exclude each other")
+    wants: dict[str, tuple[int, int]] = {}
+    plain = []
+    for spec in names:
+        try:
+            name, low, high = parse_queue_gpus(spec)
+        except GpuSpecError as exc:
+            raise UserError(str(exc)) from exc
+        if low > len(gpus):
+            raise UserError(f"--dynamic-gpus: queue {name} needs {low} GPUs per task, the "
+                            f"daemon has {len(gpus)} (--gpus {','.join(gpus)})")
+        wants[name] = (low, high)
+        plain.append(name)
+    return plain, wants
 
 
 # --- daemon ------------------------------------------------------------------------------------
@@ -106,18 +180,35 @@ def _gpu_env(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
 def run_daemon(args: argparse.Namespace) -> int:
     if args.stop is not None:
         return _stop_daemons(args.stop)
+    if args.status:
+        return _print_status(args)
+    if args.services_mode is not None and args.services_mode < 0:
+        raise UserError("--services-mode N: N must be 0 (no limit) or more")
     if args.detached:
+        config = _config(args)  # refuse a bad schedule or GPU list before going away
+        _queue_specs(args, _gpus(args))
+        _schedule(args, config)
         return _detach(args)
     from bosun.agent.daemon import Daemon, QueueNotFound, resolve_queues
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per API call otherwise
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stderr may not be a file
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
     config = _config(args)
-    gpus, gpu_env = _gpu_env(args)
-    queue_names = args.queue or ["default"]
+    gpus = _gpus(args)
+    queue_names, queue_gpus = _queue_specs(args, gpus)
+    schedule = _schedule(args, config)
+    mode = "dynamic" if queue_gpus is not None else \
+        "services" if args.services_mode is not None else "single"
     try:
-        slot = worker_ids.claim(config.agent.worker_id or None, config.agent.worker_name, gpus,
-                                queue_names, os.environ.get("BOSUN_AGENT_LOG_FILE", ""))
+        slot = worker_ids.claim(config.agent.worker_id or None, config.agent.worker_name,
+                                [] if args.cpu_only else gpus, queue_names,
+                                os.environ.get("BOSUN_AGENT_LOG_FILE", ""),
+                                extra={"mode": mode, "gpus": gpus,
+                                       "schedule": schedule.describe() if schedule else ""})
     except RuntimeError as exc:
         raise UserError(str(exc)) from exc
     try:
@@ -126,14 +217,65 @@ def run_daemon(args: argparse.Namespace) -> int:
             queues = resolve_queues(session, queue_names, args.create_queue)
         except QueueNotFound as exc:
             raise UserError(str(exc)) from exc
+        dynamic = None
+        if queue_gpus is not None:
+            dynamic = {q["id"]: queue_gpus[name] for q, name in zip(queues, queue_names,
+                                                                    strict=True)}
         echo = (lambda line: print(line, flush=True)) if args.foreground else None
         daemon = Daemon(session, config, slot.worker_id, queues,
                         order_fairness=args.order_fairness,
-                        polling_interval=args.polling_interval, extra_env=gpu_env, echo=echo)
+                        polling_interval=args.polling_interval, echo=echo,
+                        gpus=gpus, cpu_only=args.cpu_only, dynamic_gpus=dynamic,
+                        services=args.services_mode, schedule=schedule,
+                        on_state=lambda state: slot.update(**state))
+        daemon.container = agent_build_cmd.checked_container_mode(args)
         daemon.install_signal_handlers()
         daemon.run()
     finally:
         slot.release()
+    return 0
+
+
+def _print_status(args: argparse.Namespace) -> int:
+    """The daemons on this machine (from their lock files), and what the given flags or the
+    configuration would schedule."""
+    from datetime import datetime
+
+    from bosun.agent.gpu_allocator import GpuLocks
+
+    config = _config(args)
+    schedule = _schedule(args, config)
+    now = datetime.now()
+    print(f"now: {now:%a %Y-%m-%d %H:%M} (local time)")
+    if schedule is None:
+        print("schedule: none (always on)")
+    else:
+        up = schedule.is_up(now)
+        change = schedule.next_change(now)
+        print(f"schedule: {schedule.describe()}: {'on' if up else 'off'} now"
+              + (f", {'off' if up else 'on'} from {change:%a %H:%M}" if change else ""))
+    daemons = worker_ids.running_daemons()
+    if not daemons:
+        print("no bosun agent daemon is running on this machine")
+        return 0
+    gpus_seen: list[str] = []
+    for daemon in daemons:
+        info = daemon.info
+        print(f"worker {daemon.worker_id} (pid {daemon.pid}): queues "
+              f"{', '.join(daemon.queues)}; mode {info.get('mode', 'single')}")
+        print(f"  schedule: {info.get('schedule') or 'none'}")
+        state = info.get("state")
+        if state:
+            print(f"  state: {info.get('state_reason') or state}")
+        if info.get("waiting"):
+            print(f"  waiting: {info['waiting']}")
+        for task in info.get("running") or []:
+            gpus = f" on GPUs {','.join(task['gpus'])}" if task.get("gpus") else ""
+            print(f"  running task {task['task']}{gpus} as worker {task['worker']}")
+        gpus_seen += [g for g in info.get("gpus") or [] if g not in gpus_seen]
+    if gpus_seen:
+        for gpu, holder in GpuLocks().holders(gpus_seen).items():
+            print(f"GPU {gpu}: {holder}")
     return 0
 
 
@@ -197,6 +339,7 @@ def run_execute(args: argparse.Namespace) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(args)
     gpus, gpu_env = _gpu_env(args)
+    container = agent_build_cmd.checked_container_mode(args)  # before the task is touched
     slot = worker_ids.claim(None, config.agent.worker_name, gpus, [], "")
     log_file = args.log_file.open("a") if args.log_file else None
     try:
@@ -210,7 +353,8 @@ def run_execute(args: argparse.Namespace) -> int:
                 echo_target.write(line + "\n")
                 echo_target.flush()
 
-        run = TaskRun(session, config, slot.worker_id, task_id, echo=echo, extra_env=gpu_env)
+        run = TaskRun(session, config, slot.worker_id, task_id, echo=echo, extra_env=gpu_env,
+                      container=container)
         signal.signal(signal.SIGTERM, lambda *_: run.abort("agent shut down"))
         outcome = run.execute()
     finally:
