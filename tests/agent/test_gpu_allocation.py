@@ -262,3 +262,86 @@ def test_machine_stats_never_raise(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not [key for key in stats.sample() if not key.startswith("gpu")]
     monkeypatch.setattr(machine_stats.MachineStats, "_sample", broken)
     assert stats.sample() == {}
+
+
+# --- the dynamic daemon's pull step, against a stand-in server -------------------------------
+
+
+class PollServer:
+    """Answers `queues.get_next_task` (recording what was asked and which GPUs were free at
+    that moment) and the calls putting a task back; `during_poll` runs inside the poll."""
+
+    def __init__(self, locks: GpuLocks, task: str | None = None) -> None:
+        self.locks = locks
+        self.task = task
+        self.host = "http://fake"
+        self.asked: list[list[str]] = []
+        self.free_while_asked: list[list[str]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.during_poll: Any = None
+
+    def call(self, endpoint: str, data: dict[str, Any] | None = None,
+             **_kwargs: Any) -> dict[str, Any]:
+        data = data or {}
+        self.calls.append((endpoint, data))
+        if endpoint == "queues.get_next_task":
+            self.asked.append(list(data["queues"]))
+            self.free_while_asked.append(self.locks.free(EIGHT))
+            if self.during_poll is not None:
+                self.during_poll()
+            if self.task is None:
+                return {}
+            task, self.task = self.task, None
+            return {"entry": {"task": task}, "queue": data["queues"][0]}
+        return {}
+
+
+QUEUES = [{"id": "quad", "name": "quad"}, {"id": "dual", "name": "dual"},
+          {"id": "opp", "name": "opp"}]
+WANTS = {"quad": (4, 4), "dual": (2, 2), "opp": (1, 4)}
+
+
+def _dynamic(server: PollServer, locks: GpuLocks) -> Any:
+    from bosun.agent.config import Config
+    from bosun.agent.daemon import Daemon
+
+    daemon = Daemon(server, Config(), "w", QUEUES, gpus=EIGHT,  # type: ignore[arg-type]
+                    dynamic_gpus=WANTS, gpu_locks=locks)
+    daemon._long_poll = True
+    return daemon
+
+
+def test_an_idle_dynamic_daemon_holds_no_gpu_while_it_asks(locks: GpuLocks) -> None:
+    server = PollServer(locks)
+    daemon = _dynamic(server, locks)
+    daemon._step_dynamic(QUEUES)
+    assert server.asked == [["quad", "dual", "opp"]]
+    assert server.free_while_asked == [EIGHT]
+    other = locks.take(EIGHT, 6)  # another daemon's tasks: 2 GPUs left
+    daemon._step_dynamic(QUEUES)
+    assert server.asked[-1] == ["dual", "opp"]  # quad's tasks wait in their queue
+    assert server.free_while_asked[-1] == ["6", "7"]
+    seventh = locks.take(EIGHT, 1)
+    daemon._step_dynamic(QUEUES)
+    assert server.asked[-1] == ["opp"]
+    last = locks.take(EIGHT, 1)
+    before = len(server.asked)
+    daemon._step_dynamic(QUEUES)  # no GPU free: nothing asked
+    assert len(server.asked) == before
+    assert daemon._waiting_note == "0 of 8 GPUs free, too few for quad, dual, opp"
+    for lease in (other, seventh, last):
+        lease.release()
+
+
+def test_a_task_short_of_gpus_goes_back_to_the_front(locks: GpuLocks) -> None:
+    server = PollServer(locks, task="t1")
+    daemon = _dynamic(server, locks)
+    taken: list[Any] = []
+    server.during_poll = lambda: taken.append(locks.take(EIGHT, 6))  # another daemon, meanwhile
+    daemon._step_dynamic(QUEUES)
+    assert [c for c in server.calls if c[0].startswith("queues.") and "next" not in c[0]] == [
+        ("queues.add_task", {"queue": "quad", "task": "t1"}),
+        ("queues.move_task_to_front", {"queue": "quad", "task": "t1"})]
+    assert not daemon.running
+    taken[0].release()
+    assert locks.free(EIGHT) == EIGHT  # the daemon kept nothing

@@ -40,6 +40,8 @@ from tests.support.server_process import ServerProcess
 pytestmark = pytest.mark.slow
 
 QUICK = "print('ok')\n"
+DEVICES = ("import os\nprint('devices', *(os.environ.get(v) for v in ('CUDA_VISIBLE_DEVICES', "
+           "'NVIDIA_VISIBLE_DEVICES', 'CUDA_DEVICE_ORDER')))\n")
 
 # Prints its devices and its run time as one JSON line; fails when FAIL is in its name.
 GPU_TASK = """\
@@ -72,6 +74,7 @@ print("gpus", os.environ["CUDA_VISIBLE_DEVICES"])
 SERVICE = """\
 import os, time
 folder = {folder!r}
+print("devices", repr(os.environ.get("CUDA_VISIBLE_DEVICES")), flush=True)
 for i in range(3000):
     print("alive", i, flush=True)
     if {crash} and os.path.exists(os.path.join(folder, "crash")):
@@ -251,8 +254,11 @@ def test_dynamic_gpus_never_overallocated_and_released(
         print("tasks started by each daemon:", started)
         assert sum(started) == len(ok) + len(failing) + 1
 
-        # Everything was released after success, failure and abort: two quad tasks that only
-        # finish when they run at the same time need all 8 GPUs.
+        # Everything was released after success, failure and abort (idle daemons hold none) ...
+        eight = [str(i) for i in range(8)]
+        locks = GpuLocks(work / "state" / "gpus")
+        wait_for(lambda: locks.free(eight) == eight, 10, "all GPUs to be free")
+        # ... and two quad tasks that only finish when they run at the same time get all 8.
         barrier = work / _unique("barrier")
         barrier.mkdir()
         pair = [_enqueue(api, quad, BARRIER.format(folder=str(barrier), me=i, other=1 - i))
@@ -327,6 +333,7 @@ def test_services_mode_five_long_tasks_one_crashing(
         for task in five:
             wait_for(lambda t=task: "alive" in " ".join(task_log(api, t)), 30,
                      f"service {task} to run", proc.log)
+            assert "devices ''" in task_log(api, task)  # --cpu-only
         time.sleep(1)  # the limit holds: the sixth waits in its queue
         assert api.call("tasks.get_by_id", {"task": sixth})["task"]["status"] == "queued"
 
@@ -404,11 +411,11 @@ def test_off_worker_pulls_nothing_and_overrides_win(
     queue_id = _create_queue(api, queue)
     worker = f"sched-{uuid.uuid4().hex[:6]}"
     proc = _daemon(config, work, "--queue", queue, "--downtime", "00-00 SUN-SAT",
-                   CLEARML_WORKER_ID=worker)
+                   "--gpus", "1,3", CLEARML_WORKER_ID=worker, BOSUN_FAKE_GPUS="4")
     try:
         wait_for(lambda: worker in _workers(api), 30, "the worker to register", proc.log)
         wait_for(lambda: "is idle" in proc.log(), 10, "the idle notice", proc.log)
-        first = _enqueue(api, queue, QUICK)
+        first = _enqueue(api, queue, DEVICES)
         time.sleep(2.5)
         assert api.call("tasks.get_by_id", {"task": first})["task"]["status"] == "queued"
         assert worker in _workers(api)  # idle, still registered
@@ -424,6 +431,7 @@ def test_off_worker_pulls_nothing_and_overrides_win(
         # the runtime property beats the schedule
         assert wait_for_status(api, first, {"completed", "failed"}, 60,
                                proc.log)["status"] == "completed"
+        assert "devices 1,3 1,3 PCI_BUS_ID" in task_log(api, first)  # --gpus 1,3
         assert "state: on (runtime property force=on)" in _status(config, work)
 
         _force(api, worker, "off")

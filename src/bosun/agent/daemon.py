@@ -7,9 +7,10 @@ The loop is a scheduler of concurrent task runs, each a `TaskRun` in its own thr
 - services mode (`services` = N, 0 for no limit): up to N tasks at once, each reported under its
   own worker id `<id>:service:<task>`;
 - dynamic GPUs (`dynamic_gpus` = queue id -> (min, max)): as many tasks at once as the free GPUs
-  allow, each with the number its queue asks for, under the worker id `<id>:gpu<list>`. GPUs are
-  locked (see gpu_allocator) before a task is pulled, so a task waits in its queue rather than
-  starting short of GPUs, and no GPU is given twice, also across daemons.
+  allow, each with the number its queue asks for, under the worker id `<id>:gpu<list>`. Only
+  queues whose minimum fits the free GPUs are asked, and the GPUs of a pulled task are locked
+  at once (see gpu_allocator), so a task waits in its queue rather than starting short of GPUs,
+  and no GPU is given twice, also across daemons.
 
 Before each pull the worker decides which of its queues it may pull from (schedule.decide:
 queue tags > runtime property `force` > uptime/downtime); when none, it stays registered and
@@ -50,8 +51,8 @@ from bosun.client import ConnectionFailed, Session
 log = logging.getLogger("bosun.agent")
 
 LONG_POLL_SECONDS = 5.0
-# While a dynamic daemon long-polls it holds the GPUs it may give the next task; a shorter poll
-# and a pause between polls let other daemons on the machine take GPUs in the meantime.
+# A dynamic daemon asks only the queues whose tasks fit the GPUs free when it asks; a shorter
+# poll lets it notice sooner that GPUs were freed and more queues fit.
 DYNAMIC_LONG_POLL_SECONDS = 2.0
 STATUS_REPORT_SECONDS = 5.0
 OVERRIDES_REFRESH_SECONDS = 2.0  # how often queue tags and the force property are read
@@ -370,6 +371,11 @@ class Daemon:
         self._launch(task_id, queue_id, self.gpus, lease)
 
     def _step_dynamic(self, active: list[dict[str, str]]) -> None:
+        """Ask only the queues whose minimum the free GPUs cover; lock the GPUs of the task
+        pulled at once. Nothing is held while asking: a daemon that held GPUs while it waited on
+        the server would keep them from the other daemons of the machine (two daemons holding
+        half of the free GPUs each could block a big task for good). When another daemon took
+        GPUs in between and too few are left, the task goes back to the front of its queue."""
         assert self.dynamic_gpus is not None and self.locks is not None
         wants = self.dynamic_gpus
         free = self.locks.free(self.gpus)
@@ -379,27 +385,21 @@ class Daemon:
                                f"{', '.join(q['name'] for q in active)}")
             self._sleep(GPU_WAIT_SECONDS)
             return
-        most = min(len(free), max(wants[q["id"]][1] for q in eligible))
-        lease = self.locks.take(free, most)
-        eligible = [q for q in eligible if wants[q["id"]][0] <= len(lease.gpus)]
-        if not eligible:  # another daemon took some meanwhile
-            lease.release()
-            self._sleep(GPU_WAIT_SECONDS)
-            return
         self._note_waiting("")
-        try:
-            pulled = self._next_task(eligible, DYNAMIC_LONG_POLL_SECONDS)
-        except BaseException:
-            lease.release()
-            raise
+        pulled = self._next_task(eligible, DYNAMIC_LONG_POLL_SECONDS)
         if pulled is None:
-            lease.release()
-            pause = self.polling_interval if not self._long_poll else random.uniform(0.2, 0.5)
-            self._changed.clear()
-            self._sleep(pause)
+            if not self._long_poll:
+                self._sleep(self.polling_interval)
             return
         task_id, queue_id = pulled
-        lease.keep(min(wants[queue_id][1], len(lease.gpus)))
+        low, high = wants[queue_id]
+        lease = self.locks.take(self.gpus, high)
+        if len(lease.gpus) < low:
+            lease.release()
+            self._requeue(task_id, queue_id, f"only {len(lease.gpus)} GPUs are free now, "
+                          f"it needs {low}")
+            self._sleep(random.uniform(0.2, 0.5))
+            return
         self._launch(task_id, queue_id, list(lease.gpus), lease)
 
     def _note_waiting(self, note: str) -> None:
