@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,25 @@ def test_two_daemons_get_distinct_worker_ids(work: Path, config: Path,
         assert first.stop() == 0
         assert second.stop() == 0
     assert wait_for(lambda: not _workers(agent_server), 10, "workers to unregister") is True
+
+
+def test_an_idle_daemon_stops_at_once_and_a_later_task_is_not_lost(
+        work: Path, config: Path, agent_server: ServerProcess) -> None:
+    """SIGTERM while the daemon long-polls: it exits without waiting out the poll, and a task
+    enqueued right after goes to the next worker instead of vanishing with the old one."""
+    queue = f"q-{uuid.uuid4().hex[:6]}"
+    daemon = DaemonProcess(config, work, "--queue", queue, "--create-queue").start()
+    wait_for(lambda: _workers(agent_server), 30, "the worker", daemon.log)
+    time.sleep(1.0)  # well inside a long poll now
+    started = time.perf_counter()
+    assert daemon.stop() == 0
+    assert time.perf_counter() - started < 2.0, daemon.log()
+    with Session(agent_server.url, "k", "s") as api:
+        queue_id = api.call("queues.get_all", {"name": f"^{queue}$"})["queues"][0]["id"]
+        task_id = api.call("tasks.create", {"name": "after-stop"})["id"]
+        api.call("tasks.enqueue", {"task": task_id, "queue": queue_id})
+        taken = api.call("queues.get_next_task", {"queue": queue_id, "wait_sec": 5})
+    assert taken["entry"]["task"] == task_id
 
 
 def test_detached_then_stop(work: Path, config: Path, agent_server: ServerProcess) -> None:

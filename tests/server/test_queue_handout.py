@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -88,3 +89,46 @@ def test_long_poll_gives_up_after_wait_sec(api: Session) -> None:
     started = time.perf_counter()
     assert api.call("queues.get_next_task", {"queue": queue_id, "wait_sec": 1.5}) == {}
     assert 1.4 < time.perf_counter() - started < 3.0
+
+
+def test_long_poll_sees_a_task_enqueued_through_another_server_process(
+        server: ServerProcess, api: Session) -> None:
+    """Two server processes on one database: a waiter parked on one is woken by an enqueue made
+    through the other well before its 15 s safety re-check."""
+    queue_id = api.call("queues.create", {"name": f"cross-{uuid.uuid4().hex}"})["id"]
+    task_id = api.call("tasks.create", {"name": "cross-process"})["id"]
+    with ServerProcess(server.db) as other, Session(other.url, "k", "s") as other_api:
+        other_api.call("debug.ping")
+        received: dict[str, object] = {}
+
+        def wait() -> None:
+            data = other_api.call("queues.get_next_task", {"queue": queue_id, "wait_sec": 20})
+            received.update(data, at=time.perf_counter())
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.5)
+        sent = time.perf_counter()
+        api.call("tasks.enqueue", {"task": task_id, "queue": queue_id})
+        waiter.join(25)
+    assert received["entry"]["task"] == task_id  # type: ignore[index]
+    assert received["at"] - sent < 2.0  # type: ignore[operator]
+
+
+def test_a_long_poll_whose_caller_hung_up_hands_out_nothing(server: ServerProcess,
+                                                            api: Session) -> None:
+    """An agent killed while it waits must not take a task with it: the server notices the
+    closed connection, and the task goes to the next caller."""
+    queue_id = api.call("queues.create", {"name": f"hangup-{uuid.uuid4().hex}"})["id"]
+    task_id = api.call("tasks.create", {"name": "hang-up"})["id"]
+    body = json.dumps({"queue": queue_id, "wait_sec": 20}).encode()
+    host, port = "127.0.0.1", server.port
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(b"POST /v2.23/queues.get_next_task HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.5)  # parked in the server now
+    time.sleep(0.1)
+    api.call("tasks.enqueue", {"task": task_id, "queue": queue_id})
+    taken = api.call("queues.get_next_task", {"queue": queue_id, "wait_sec": 5})
+    assert taken.get("entry", {}).get("task") == task_id

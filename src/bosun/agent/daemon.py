@@ -419,7 +419,7 @@ class Daemon:
         """(task id, queue id) from the first of `order` that has one; None when all are empty
         (after waiting up to `wait` s on a bosun server, at once on a ClearML one)."""
         if self._long_poll:
-            data = self.session.call("queues.get_next_task", {
+            data = self._poll_until_stopped({
                 "queue": order[0]["id"], "queues": [q["id"] for q in order],
                 "wait_sec": wait, "get_task_info": True,
             }, timeout=wait + 30)
@@ -431,6 +431,39 @@ class Daemon:
             if data.get("entry"):
                 return data["entry"]["task"], queue["id"]
         return None
+
+    def _poll_until_stopped(self, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """The long poll runs in a helper thread so that a stop signal never waits for it. A
+        poll left behind is harmless: the server hands nothing to a caller that hung up (this
+        process exits), and a task that still arrives is put back into its queue."""
+        outcome: dict[str, Any] = {}
+        lock = threading.Lock()
+        done = threading.Event()
+
+        def poll() -> None:
+            try:
+                outcome["data"] = self.session.call("queues.get_next_task", body,
+                                                    timeout=timeout)
+            except BaseException as exc:  # handed to the caller below
+                outcome["error"] = exc
+            with lock:
+                done.set()
+                abandoned = outcome.get("abandoned", False)
+            entry = (outcome.get("data") or {}).get("entry")
+            if abandoned and entry:
+                queue_id = (outcome.get("data") or {}).get("queue") or body["queue"]
+                self._requeue(entry["task"], queue_id, "the agent is shutting down")
+
+        threading.Thread(target=poll, name="long-poll", daemon=True).start()
+        while not done.wait(0.1):
+            if self.stopping.is_set():
+                with lock:
+                    if not done.is_set():
+                        outcome["abandoned"] = True
+                        return {}
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["data"]
 
     def _requeue(self, task_id: str, queue_id: str, why: str) -> None:
         """Put a pulled task back at the front of its queue (it is still `queued`)."""

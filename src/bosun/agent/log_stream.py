@@ -1,5 +1,6 @@
-"""Streams a task's console to the server: lines are batched into `events.add_batch` at least
-once per `flush_interval` while output flows, and whatever is left is sent on close.
+"""Streams a task's console to the server: a line after a quiet spell is sent at once (the first
+line of a task shows up on the server without delay); while output flows, lines are batched into
+`events.add_batch` once per `flush_interval`; whatever is left is sent on close.
 
 Progress bars rewrite their line with `\\r`; only the last state of such a line is kept.
 Lines are masked before they leave the machine, so no credential reaches the server.
@@ -43,6 +44,7 @@ class TaskLog:
         self._wake = threading.Event()
         self._closed = False
         self._dropped = 0
+        self._last_send = 0.0
         self._thread = threading.Thread(target=self._pump, name=f"log-{task_id[:8]}", daemon=True)
         self._thread.start()
 
@@ -72,6 +74,8 @@ class TaskLog:
                 self._pending.popleft()
                 self._dropped += 1
             self._pending.append(event)
+        if time.monotonic() - self._last_send >= self._flush_interval:
+            self._wake.set()
 
     # --- output ------------------------------------------------------------------------------
 
@@ -97,6 +101,7 @@ class TaskLog:
                         return False
                     time.sleep(0.5)
                     continue
+                self._last_send = time.monotonic()
                 with self._lock:
                     for _ in batch:
                         self._pending.popleft()

@@ -28,6 +28,7 @@ from bosun.server import auth
 from bosun.server.call import Call, ServerState
 from bosun.server.config import ServerConfig
 from bosun.server.queue_wakeups import QueueWakeups
+from bosun.server.queue_watch import watching
 from bosun.server.routing import Handler, endpoint_table
 from bosun.server.services import queues
 from bosun.server.store import open_store
@@ -120,6 +121,7 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Starle
                 state=state, worker=next((headers[h] for h in WORKER_HEADERS if h in headers),
                                          None),
                 raw=raw if endpoint in RAW_BODY_ENDPOINTS else b"", headers=headers,
+                disconnected=request.is_disconnected,
             )
             data = await _run(handler, call)
             payload = envelope(endpoint, version, trx, data)
@@ -152,7 +154,8 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Starle
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         state.wakeups.bind(asyncio.get_running_loop())
         anyio.to_thread.current_default_thread_limiter().total_tokens = MAX_THREADS
-        yield
+        async with watching(state.store, state.wakeups):
+            yield
         state.store.dispose()
 
     methods = ["GET", "POST"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,11 @@ class Call:
     worker: str | None = None
     raw: bytes = field(default=b"", repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Whether the caller has hung up (long polls stop waiting for a caller that is gone).
+    disconnected: Callable[[], Awaitable[bool]] | None = field(default=None, repr=False)
+
+    async def gone(self) -> bool:
+        return self.disconnected is not None and await self.disconnected()
 
     @property
     def store(self) -> Store:

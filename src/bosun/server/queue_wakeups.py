@@ -3,8 +3,8 @@
 Handlers run in worker threads; waiters are futures on the event loop. One added task wakes one
 waiter (the longest waiting), so 200 idle agents do not all race for a single task. A waiter
 registers *before* it looks at the queue, so an enqueue can never slip between its look and its
-sleep. Waiters also re-check every `RECHECK_SECONDS`, which covers tasks added by another server
-process sharing the database.
+sleep. Tasks added by another server process sharing the database are seen by `QueueWatch`;
+waiters also re-check every `RECHECK_SECONDS` as a safety net.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import contextlib
 from collections import defaultdict, deque
 from dataclasses import dataclass
 
-RECHECK_SECONDS = 1.0
+RECHECK_SECONDS = 15.0
 
 
 @dataclass(eq=False)
@@ -56,6 +56,10 @@ class QueueWakeups:
                 del self._waiters[queue_id]
         if not ticket.future.done():
             ticket.future.cancel()
+
+    def waited_queues(self) -> list[str]:
+        """On the event loop: the queues someone waits on now."""
+        return [queue_id for queue_id, waiters in self._waiters.items() if waiters]
 
     def notify(self, queue_id: str, count: int = 1) -> None:
         """Thread-safe: wake up to `count` waiters of the queue."""

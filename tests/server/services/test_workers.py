@@ -239,3 +239,18 @@ def test_set_runtime_properties_reports_bad_items(api: Session) -> None:
     assert [(p["key"], p["value"]) for p in props] == [("ok", "3")]
     err = _error(api, "workers.set_runtime_properties", {"worker": worker})
     assert (err.code, err.subcode) == (400, 11)
+
+
+def test_runtime_property_with_expiry_0_is_deleted_and_bad_expiry_is_reported(
+        api: Session) -> None:
+    worker = _unique("expiry0")
+    api.call("workers.set_runtime_properties", {
+        "worker": worker, "runtime_properties": [{"key": "force", "value": "on"},
+                                                 {"key": "keep", "value": "x"}]})
+    data = api.call("workers.set_runtime_properties", {
+        "worker": worker, "runtime_properties": [{"key": "force", "value": "", "expiry": 0},
+                                                 {"key": "keep", "value": "y", "expiry": -5}]})
+    assert data["removed"] == ["force"] and data["added"] == []
+    assert "expiry" in data["errors"][0]["error"]
+    props = api.call("workers.get_runtime_properties", {"worker": worker})["runtime_properties"]
+    assert [(p["key"], p["value"]) for p in props] == [("keep", "x")]

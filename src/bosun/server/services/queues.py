@@ -16,12 +16,13 @@ from bosun.server import task_status
 from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required, str_list
 from bosun.server.projection import project
-from bosun.server.queue_wakeups import RECHECK_SECONDS
+from bosun.server.queue_wakeups import RECHECK_SECONDS, Ticket
 from bosun.server.store.schema import queue_entries, queues, tasks
 from bosun.server.tags import TagFilter
 from bosun.server.timestamps import now_iso
 
 MAX_WAIT_SECONDS = 30.0
+HANG_UP_CHECK_SECONDS = 1.0
 DEFAULT_QUEUE = "default"
 
 
@@ -343,7 +344,8 @@ def _pop_first(call: Call, queue_ids: list[str]) -> dict[str, Any]:
 
 async def get_next_task(call: Call) -> dict[str, Any]:
     """Hand out the next queued task, once. With `wait_sec` (bosun extension, <= 30 s) wait for
-    one to arrive instead of answering empty at once."""
+    one to arrive instead of answering empty at once. A caller that hangs up while waiting is
+    given nothing, and a task taken for it just as it hung up goes back to the front."""
     queue_ids = _queue_ids(call.body)
     wait = min(max(optional(call.body, "wait_sec", float, 0.0), 0.0), MAX_WAIT_SECONDS)
     deadline = time.monotonic() + wait
@@ -357,13 +359,37 @@ async def get_next_task(call: Call) -> dict[str, Any]:
                     # The wake-up was meant for a task we did not take: pass it on.
                     for queue_id in queue_ids:
                         wakeups.wake(queue_id)
+                if wait and await call.gone():
+                    await _put_back(call, result["queue"], result["entry"]["task"])
+                    return {}
                 return result
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0 or not await _wait(call, ticket, deadline):
                 return {}
-            await wakeups.wait(ticket, min(remaining, RECHECK_SECONDS))
         finally:
             wakeups.release(ticket)
+
+
+async def _wait(call: Call, ticket: Ticket, deadline: float) -> bool:
+    """Sleep until woken, the re-check time or the deadline; False if the caller hung up."""
+    until = min(deadline, time.monotonic() + RECHECK_SECONDS)
+    while not ticket.woken:
+        left = until - time.monotonic()
+        if left <= 0:
+            break
+        await call.state.wakeups.wait(ticket, min(left, HANG_UP_CHECK_SECONDS))
+        if await call.gone():
+            return False
+    return True
+
+
+async def _put_back(call: Call, queue_id: str, task_id: str) -> None:
+    def put_back() -> None:
+        with call.store.write() as conn:
+            if conn.execute(_TASK_STATUS, {"task_id": task_id}).scalar() == task_status.QUEUED:
+                add_entry(conn, queue_id, task_id, front=True)
+
+    await to_thread.run_sync(put_back)
+    call.state.wakeups.wake(queue_id)
 
 
 ACTIONS = {

@@ -161,26 +161,42 @@ def get_runtime_properties(call: Call) -> dict[str, Any]:
 
 
 def set_runtime_properties(call: Call) -> dict[str, Any]:
+    """Each item: {key, value, expiry}. No expiry: kept until changed; expiry N > 0: gone after
+    N seconds; expiry 0: the property is deleted (ClearML's documented way to remove one)."""
     body = call.body
     worker_id = required(body, "worker", str)
     items = required(body, "runtime_properties", list)
-    added, errs = [], []
+    added: list[str] = []
+    removed: list[str] = []
+    errs: list[dict[str, Any]] = []
     now = time.time()
     with call.store.write() as conn:
         for item in items:
-            if not isinstance(item, dict) or not isinstance(item.get("key"), str):
-                errs.append({"item": item, "error": "each property needs a string 'key'"})
+            problem = _property_problem(item)
+            if problem:
+                errs.append({"item": item, "error": problem})
                 continue
-            key = item["key"]
-            expiry = item.get("expiry")
-            expires = now + float(expiry) if isinstance(expiry, int | float) and expiry > 0 \
-                else None
+            key, expiry = item["key"], item.get("expiry")
             conn.execute(runtime_properties.delete().where(
                 runtime_properties.c.worker == worker_id, runtime_properties.c.key == key))
+            if expiry == 0:
+                removed.append(key)
+                continue
             conn.execute(runtime_properties.insert().values(
-                worker=worker_id, key=key, value=str(item.get("value", "")), expires=expires))
+                worker=worker_id, key=key, value=str(item.get("value", "")),
+                expires=now + float(expiry) if expiry else None))
             added.append(key)
-    return {"added": added, "removed": [], "errors": errs}
+    return {"added": added, "removed": removed, "errors": errs}
+
+
+def _property_problem(item: Any) -> str:
+    if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+        return "each property needs a string 'key'"
+    expiry = item.get("expiry")
+    if expiry is not None and (isinstance(expiry, bool) or not isinstance(expiry, int | float)
+                               or expiry < 0):
+        return "'expiry' must be a number of seconds >= 0 (0 deletes the property)"
+    return ""
 
 
 ACTIONS = {
