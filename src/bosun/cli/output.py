@@ -20,11 +20,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from bosun.agent.config import Config, load_config
 from bosun.api.errors import ApiError
 from bosun.cli.connection import open_session
@@ -96,6 +91,8 @@ def connect(args: argparse.Namespace) -> Iterator[Session]:
 def emit(renderable: Any) -> None:
     """Print a rich table: styled on a terminal; piped, never wrapped or cut (ids must stay
     whole) and without trailing blanks."""
+    from rich.console import Console  # rich is imported only to print: the daemon never does
+
     out = Console(highlight=False)
     if out.is_terminal:
         out.print(renderable)
@@ -114,6 +111,10 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], empty: st
     if not rows:
         print(empty)
         return
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name in columns:
         table.add_column(name, overflow="fold")
@@ -124,6 +125,9 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], empty: st
 
 def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
     """``label  value`` lines, labels aligned; multi-line values stay indented."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
-import httpx
+# httpx loads its command-line tool (click, rich, pygments: ~80 modules, ~3 MiB, ~40 ms) whenever
+# those happen to be installed; a client never uses it, and every agent and CLI start would pay.
+# A None entry in sys.modules makes that optional import fail, which httpx handles.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from bosun.api.errors import ApiError
+import httpx  # noqa: E402
+
+from bosun.api.errors import ApiError  # noqa: E402
 
 API_PREFIX = "/v2.23"
 
