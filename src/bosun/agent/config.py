@@ -19,10 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pyparsing
-from pyhocon import ConfigFactory, ConfigTree
-from pyhocon.exceptions import ConfigException
-
+from bosun.agent.config_file import ConfigFileError, read_config_file
 from bosun.cli.errors import UserError
 
 PACKAGE_MANAGERS = ("uv", "pip")
@@ -245,42 +242,9 @@ def _find_file(path: Path | None, env: Mapping[str, str], home: Path) -> Path | 
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        parsed = ConfigFactory.parse_file(str(path))
-    except (pyparsing.ParseBaseException, ConfigException) as exc:
-        raise ConfigError(f"{path}: {hocon_error(exc)}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not isinstance(parsed, ConfigTree):
-        raise ConfigError(f"{path}: expected sections such as api {{ ... }} and agent {{ ... }}")
-    plain = _plain(parsed)
-    assert isinstance(plain, dict)
-    return plain
-
-
-def hocon_error(exc: Exception, show_text: bool = True) -> str:
-    """A HOCON parser error as one short line: what was expected, where (and, with `show_text`,
-    the text found there). pyparsing can describe its whole grammar: that is cut."""
-    if not isinstance(exc, pyparsing.ParseBaseException):
-        return " ".join(str(exc).split())
-    where = f"line {exc.lineno}, column {exc.col}"
-    expected = " ".join(exc.msg.split())
-    if len(expected) > 60:
-        expected = "syntax error"
-    if not show_text:
-        return f"{expected} ({where})"
-    rest = exc.pstr[exc.loc:].split()
-    found = repr(rest[0][:20]) if rest else "end of file"
-    return f"{expected}, found {found} ({where})"
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):  # ConfigTree is an OrderedDict
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+        return read_config_file(path)
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _apply_env(tree: dict[str, Any], origins: dict[tuple[str, ...], str],

@@ -22,10 +22,10 @@ from pyhocon.exceptions import ConfigException
 from bosun.agent.config import (
     DEFAULT_API_SERVER,
     ApiConfig,
-    hocon_error,
     mask_access_key,
     mask_secret,
 )
+from bosun.agent.config_file import hocon_error
 
 ATTEMPTS = 3
 MAX_PASTE_LINES = 200
