@@ -121,7 +121,7 @@ class Plan:
 # to the agents (clearml-agent alone needs about 100 s per round here).
 QUICK_SERVER = dataclasses.replace(server_throughput.QUICK, pairs=1000, log_batches=10,
                                    agent_tasks=150, empty_calls=100)
-QUICK = Plan(rounds=3, idle_s=20.0, idle_settle_s=3.0, idle_overlap=True,
+QUICK = Plan(rounds=2, idle_s=20.0, idle_settle_s=3.0, idle_overlap=True,
              server=QUICK_SERVER)
 FULL = Plan(rounds=5, idle_s=60.0, idle_settle_s=5.0, idle_overlap=False,
             server=server_throughput.FULL)
@@ -1108,12 +1108,21 @@ def notes(agents: dict[str, Any], server: dict[str, Any], plan: Plan) -> list[st
 # --- main ------------------------------------------------------------------------------------
 
 
+def _exit_on_sigterm() -> None:
+    """A SIGTERM ends the run through the `finally` blocks: no daemon or server is left."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _exit_on_sigterm()
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="3 rounds, 20 s idle (while the server rows run), half the "
+                        help="2 rounds, 20 s idle (while the server rows run), half the "
                              "server benchmark's quick sizes")
-    parser.add_argument("--rounds", type=int, help="rounds per agent (default 5, quick 3)")
+    parser.add_argument("--rounds", type=int, help="rounds per agent (default 5, quick 2)")
     parser.add_argument("--idle-seconds", type=float, help="idle window (default 60, quick 20)")
     parser.add_argument("--clearml-polling-interval", type=float, metavar="S",
                         help="clearml-agent's polling interval (default 5, the minimum of "

@@ -110,6 +110,9 @@ def test_repo_with_diff_and_requirement_completes(
     assert task["status"] == "completed", "\n".join(lines)
     assert "six 1.16.0" in lines
     assert "message: from the uncommitted diff" in lines
+    # As clearml-agent does: the exact installed packages are recorded, the original kept.
+    recorded = api.call("tasks.get_by_id", {"task": task_id})["task"]["script"]["requirements"]
+    assert recorded == {"org_pip": "six==1.16.0\n", "pip": ["six==1.16.0"]}
     # The second task with the same requirements gets its environment from the cache.
     again = _enqueue(api, queue, "train-again", _script(repo))
     started = time.monotonic()
@@ -119,6 +122,15 @@ def test_repo_with_diff_and_requirement_completes(
     assert any("cache hit" in line for line in warm_lines), warm_lines
     assert not any("installing" in line.lower() for line in warm_lines), warm_lines
     assert time.monotonic() - started < 30
+    # A rerun installs the recorded list (here the same single pin: a cache hit) and keeps
+    # the first record.
+    api.call("tasks.reset", {"task": task_id, "force": True})
+    api.call("tasks.enqueue", {"task": task_id, "queue_name": queue})
+    assert wait_for_status(api, task_id, {"completed", "failed"}, 60, proc.log)["status"] == \
+        "completed"
+    assert any("cache hit" in line for line in task_log(api, task_id))
+    again_recorded = api.call("tasks.get_by_id", {"task": task_id})["task"]["script"]
+    assert again_recorded["requirements"] == recorded
 
 
 @pytest.mark.parametrize(

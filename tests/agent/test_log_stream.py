@@ -53,3 +53,17 @@ def test_collapse_carriage_returns() -> None:
     assert collapse_carriage_returns("a\rb\rc") == "c"
     assert collapse_carriage_returns("done\r") == "done"
     assert collapse_carriage_returns("plain") == "plain"
+
+
+def test_the_tasks_first_output_is_not_held_back_by_the_agents_own_lines(api: Session) -> None:
+    task_id = api.call("tasks.create", {"name": "log-task-first"})["id"]
+    log = TaskLog(api, task_id, "w", SecretMasker(), flush_interval=5.0)
+    try:
+        log.write("agent: environment ready")  # sent at once, starts an interval
+        _wait_for_lines(api, task_id, 1, timeout=4.0)
+        started = time.perf_counter()
+        log.feed("the task's first line\n")
+        _wait_for_lines(api, task_id, 2, timeout=4.0)
+        assert time.perf_counter() - started < 1.0
+    finally:
+        log.close()

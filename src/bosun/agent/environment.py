@@ -50,6 +50,31 @@ class PreparedEnv:
     seconds: float
     key: str
 
+    def installed(self) -> list[str] | None:
+        """`name==version` of every package in the venv, as listed when it was built."""
+        try:
+            text = (self.venv / FROZEN_FILE).read_text(encoding="utf-8")
+        except OSError:
+            return frozen_packages(self.venv)  # a venv cached before the list was kept
+        return [line for line in text.splitlines() if line.strip()]
+
+
+FROZEN_FILE = "bosun-installed.txt"
+
+
+def frozen_packages(venv: Path) -> list[str] | None:
+    """What `uv pip freeze` lists for the venv (uv reads any venv, whichever installer built
+    it); None when it cannot be listed."""
+    try:
+        done = subprocess.run(
+            [uv.find_uv_bin(), "pip", "freeze", "--python", str(venv_python(venv))],
+            capture_output=True, text=True, timeout=60, env=python_finder.uv_env())
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
 
 def venv_python(venv: Path) -> Path:
     if os.name == "nt":
@@ -331,6 +356,11 @@ class EnvironmentBuilder:
         if self.post_optional_packages:
             self._phase("installing optional post packages",
                         lambda: self._install_optional(venv, self.post_optional_packages))
+        # Listed once now, so that a cache hit can record it on the task without a subprocess.
+        installed = frozen_packages(venv)
+        if installed is not None:
+            (venv / FROZEN_FILE).write_text("".join(f"{line}\n" for line in installed),
+                                            encoding="utf-8")
 
     def _create_venv(self, venv: Path, python: Path) -> None:
         if self.manager == "uv":

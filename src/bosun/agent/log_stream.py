@@ -1,6 +1,6 @@
-"""Streams a task's console to the server: a line after a quiet spell is sent at once (the first
-line of a task shows up on the server without delay); while output flows, lines are batched into
-`events.add_batch` once per `flush_interval`; whatever is left is sent on close.
+"""Streams a task's console to the server: the task's first output and any line after a quiet
+spell are sent at once (a user sees the task start without delay); while output flows, lines are
+batched into `events.add_batch` once per `flush_interval`; whatever is left is sent on close.
 
 Progress bars rewrite their line with `\\r`; only the last state of such a line is kept.
 Lines are masked before they leave the machine, so no credential reaches the server.
@@ -45,6 +45,7 @@ class TaskLog:
         self._closed = False
         self._dropped = 0
         self._last_send = 0.0
+        self._task_spoke = False
         self._thread = threading.Thread(target=self._pump, name=f"log-{task_id[:8]}", daemon=True)
         self._thread.start()
 
@@ -62,6 +63,9 @@ class TaskLog:
             *lines, self._partial = data.split("\n")
         for line in lines:
             self._append(collapse_carriage_returns(line), "info")
+        if lines and not self._task_spoke:
+            self._task_spoke = True
+            self._wake.set()
 
     def _append(self, line: str, level: str) -> None:
         line = self._masker.mask(line)

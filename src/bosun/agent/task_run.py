@@ -138,6 +138,7 @@ class TaskRun:
             code_dir, run_dir = self._fetch_code(script)
             env = self._build_env(script, code_dir)
             argv = self._command(script, env, run_dir)
+            self._record_installed(script, env)
         except TaskSetupError as exc:
             if exc.detail:
                 self.log.write(exc.detail, level="error")
@@ -199,6 +200,33 @@ class TaskRun:
             return builder.prepare(script, code_dir, python)
         except EnvironmentBuildError as exc:
             raise TaskSetupError(exc.reason, getattr(exc, "detail", "")) from exc
+
+    def _record_installed(self, script: dict[str, Any], env: PreparedEnv) -> None:
+        """As clearml-agent does: the exact packages installed become the task's
+        `script.requirements.pip`, the original list is kept in `org_pip`, so that a rerun or a
+        clone installs the same versions. Done once per task (a rerun keeps the first record);
+        a package installed from a local path is not portable, so such a venv is not recorded."""
+        section = script.get("requirements") or {}
+        if not isinstance(section, dict) or "org_pip" in section:
+            return
+        installed = env.installed()
+        if not installed:
+            return
+        local = [line for line in installed if "file:" in line]
+        if local:
+            self.log.write(f"bosun: installed packages not recorded on the task: {local[0]} "
+                           "comes from a local path")
+            return
+        recorded = {**section, "org_pip": section.get("pip") or "", "pip": installed}
+        try:
+            self.session.call("tasks.set_requirements",
+                              {"task": self.task_id, "requirements": recorded})
+        except (ApiError, ConnectionFailed) as exc:
+            self.log.write(f"bosun: could not record the installed packages: {exc}",
+                           level="warning")
+            return
+        self.log.write(f"bosun: recorded the {len(installed)} installed packages on the task "
+                       "(script.requirements.pip; the original list is kept in org_pip)")
 
     def _command(self, script: dict[str, Any], env: PreparedEnv, run_dir: Path) -> list[str]:
         parts = _entry_parts(script)
