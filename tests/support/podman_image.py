@@ -22,17 +22,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTAINERS_CONF = ROOT.parent / "shared" / "podman" / "containers.conf"
+SHARED_CONTAINERS_CONF = ROOT.parent / "shared" / "podman" / "containers.conf"
+# The same settings, for a clone that does not sit next to `shared/`.
+OWN_CONTAINERS_CONF = Path(__file__).with_name("podman-containers.conf")
 BASE_IMAGE = "bosun-test-base:bookworm"
 BASE_PACKAGES = "python3,python3-venv,git,ca-certificates"
 LOCK = Path(tempfile.gettempdir()) / "bosun-test-base-image.lock"
 
 
 def engine_env() -> dict[str, str]:
-    """The environment podman needs here (CONTAINERS_CONF, when the shared file exists)."""
+    """The environment podman needs here: CONTAINERS_CONF, unless the caller set one."""
     env = dict(os.environ)
-    if CONTAINERS_CONF.is_file() and not env.get("CONTAINERS_CONF"):
-        env["CONTAINERS_CONF"] = str(CONTAINERS_CONF)
+    if not env.get("CONTAINERS_CONF"):
+        conf = SHARED_CONTAINERS_CONF if SHARED_CONTAINERS_CONF.is_file() else OWN_CONTAINERS_CONF
+        env["CONTAINERS_CONF"] = str(conf)
     return env
 
 
