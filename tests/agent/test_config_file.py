@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from bosun.agent.config_file import ConfigFileError, _cache_path, parse_here, read_config_file
+from bosun.agent.config_file import (
+    CACHE_ENTRIES,
+    ConfigFileError,
+    _cache_path,
+    parse_here,
+    read_config_file,
+)
 
 CONF = """
 api { api_server: "http://example.com:8008", credentials { access_key: "AK", secret_key: "SK" } }
@@ -74,3 +80,15 @@ def test_bad_files_raise_one_readable_line_naming_the_file(tmp_path: Path, text:
         read_config_file(conf)
     message = str(caught.value)
     assert message.startswith(str(conf)) and expected in message and "\n" not in message
+
+
+def test_the_cache_keeps_a_bounded_number_of_entries(tmp_path: Path) -> None:
+    probe = ("from pathlib import Path\nfrom bosun.agent.config_file import read_config_file\n"
+             "import sys\nfor i in range(int(sys.argv[1])):\n"
+             f"    conf = Path({str(tmp_path)!r}) / f'c{{i}}.conf'\n"
+             "    conf.write_text(f'agent {{ worker_name: w{i} }}')\n"
+             "    assert read_config_file(conf)['agent']['worker_name'] == f'w{i}'\n")
+    subprocess.run([sys.executable, "-c", probe, str(CACHE_ENTRIES + 3)], check=True,
+                   env=_fresh_cache_env(tmp_path))
+    cached = list((tmp_path / "cache" / "bosun" / "config").glob("*.json"))
+    assert len(cached) == CACHE_ENTRIES

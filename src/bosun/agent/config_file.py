@@ -25,6 +25,7 @@ from bosun.cli.errors import UserError
 PARSE_TIMEOUT_S = 60
 USER_ERROR_EXIT = 2
 CACHE_VERSION = "1"
+CACHE_ENTRIES = 64  # parsed files kept; the oldest go first
 
 
 class ConfigFileError(UserError):
@@ -131,8 +132,15 @@ def _write_cache(cache: Path, tree: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as out:
             json.dump(tree, out)
         os.replace(tmp, cache)
+        _prune(cache.parent)
     except OSError:
         pass
+
+
+def _prune(folder: Path) -> None:
+    entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[CACHE_ENTRIES:]:
+        old.unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> int:
