@@ -29,7 +29,6 @@ from tests.support.agent_env import (
     task_log,
     wait_for,
     wait_for_status,
-    write_config,
 )
 from tests.support.podman_image import (
     BASE_IMAGE,
@@ -91,19 +90,9 @@ def engine() -> str:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("containers")
-
-
-@pytest.fixture(scope="module")
-def agent_server(work: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(str(work / "server.db")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def config(work: Path, agent_server: ServerProcess) -> Path:
-    path = write_config(work / "clearml.conf", agent_server.url, work)
+def config(config: Path) -> Path:
+    """The shared clearml.conf plus the container settings under test."""
+    path = config
     path.write_text(path.read_text() + """
 agent {
   enable_task_env: true

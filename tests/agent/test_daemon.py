@@ -21,7 +21,6 @@ from tests.support.agent_env import (
     task_log,
     wait_for,
     wait_for_status,
-    write_config,
 )
 from tests.support.server_process import ServerProcess
 
@@ -45,17 +44,6 @@ for i in range(600):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("agent")
-
-
-@pytest.fixture(scope="module")
-def agent_server(work: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(str(work / "server.db")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def repo(work: Path) -> tuple[Path, str, str]:
     """(repo, commit, diff): the diff changes message.txt and adds slow.py."""
     path, sha = make_repo(work, {"train.py": TRAIN, "message.txt": "committed\n",
@@ -71,9 +59,8 @@ def repo(work: Path) -> tuple[Path, str, str]:
 
 
 @pytest.fixture(scope="module")
-def daemon(work: Path, agent_server: ServerProcess) -> Iterator[tuple[DaemonProcess, str]]:
+def daemon(work: Path, config: Path) -> Iterator[tuple[DaemonProcess, str]]:
     queue = f"agent-{uuid.uuid4().hex[:8]}"
-    config = write_config(work / "clearml.conf", agent_server.url, work)
     proc = DaemonProcess(config, work, "--queue", queue, "--create-queue").start()
     yield proc, queue
     assert proc.stop() == 0, proc.log()

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,22 +23,6 @@ from tests.support.agent_env import (
 from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("agent-control")
-
-
-@pytest.fixture(scope="module")
-def agent_server(work: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(str(work / "server.db")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def config(work: Path, agent_server: ServerProcess) -> Path:
-    return write_config(work / "clearml.conf", agent_server.url, work)
 
 
 def _bosun(config: Path, work: Path, *args: str, timeout: float = 120

@@ -33,7 +33,6 @@ from tests.support.agent_env import (
     task_log,
     wait_for,
     wait_for_status,
-    write_config,
 )
 from tests.support.server_process import ServerProcess
 
@@ -84,22 +83,6 @@ for i in range(3000):
         break
     time.sleep(0.2)
 """
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("scheduling")
-
-
-@pytest.fixture(scope="module")
-def agent_server(work: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(str(work / "server.db")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def config(work: Path, agent_server: ServerProcess) -> Path:
-    return write_config(work / "clearml.conf", agent_server.url, work)
 
 
 @pytest.fixture
