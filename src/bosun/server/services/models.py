@@ -6,7 +6,6 @@ bosun stores the record only; the weights stay wherever the URI points.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +15,7 @@ from bosun.api import errors
 from bosun.api.ids import new_id
 from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required, str_list
+from bosun.server.filters import where_in, where_name
 from bosun.server.projection import project
 from bosun.server.store.schema import models, projects
 from bosun.server.tags import TagFilter
@@ -136,19 +136,10 @@ def _sort_key(field: str) -> Any:
 def get_all(call: Call) -> dict[str, Any]:
     body = call.body
     query = sa.select(models.c.doc).order_by(models.c.created.desc(), models.c.id)
-    for field, column in (("id", models.c.id), ("project", models.c.project),
-                          ("task", models.c.task)):
-        values = str_list(body, field)
-        if values is not None:
-            query = query.where(column.in_(values))
-    name = optional(body, "name", str, "")
-    if name:
-        try:
-            re.compile(name)
-        except re.error as exc:
-            raise errors.InvalidRegex(f"malformed regular expression for name: {exc}") from exc
-        query = query.where(models.c.name.regexp_match(f"(?i){name}") if call.store.is_sqlite
-                            else models.c.name.regexp_match(name, flags="i"))
+    query = where_in(query, body, (("id", models.c.id), ("project", models.c.project),
+                                   ("task", models.c.task)))
+    query = where_name(query, body, models.c.name, sqlite=call.store.is_sqlite,
+                       ignore_case=True)
     with call.store.read() as conn:
         docs = [r.doc for r in conn.execute(query)]
     for field in ("tags", "system_tags"):

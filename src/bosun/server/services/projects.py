@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +10,7 @@ from bosun.api import errors
 from bosun.api.ids import new_id
 from bosun.server.call import Call
 from bosun.server.fields import optional, required, str_list
+from bosun.server.filters import where_in, where_name
 from bosun.server.projection import project
 from bosun.server.store.schema import projects
 from bosun.server.timestamps import now_iso
@@ -51,16 +51,8 @@ def get_by_id(call: Call) -> dict[str, Any]:
 def get_all(call: Call) -> dict[str, Any]:
     body = call.body
     query = sa.select(projects.c.doc).order_by(projects.c.created)
-    ids = str_list(body, "id")
-    if ids is not None:
-        query = query.where(projects.c.id.in_(ids))
-    name = optional(body, "name", str, "")
-    if name:
-        try:
-            re.compile(name)
-        except re.error as exc:
-            raise errors.InvalidRegex(f"malformed regular expression for name: {exc}") from exc
-        query = query.where(projects.c.name.regexp_match(name))
+    query = where_in(query, body, (("id", projects.c.id),))
+    query = where_name(query, body, projects.c.name, sqlite=call.store.is_sqlite)
     page_size = optional(body, "page_size", int, 0)
     if page_size > 0:
         query = query.limit(page_size).offset(max(optional(body, "page", int, 0), 0) * page_size)

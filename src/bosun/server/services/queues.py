@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ from bosun.api.ids import new_id
 from bosun.server import task_status
 from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required, str_list
+from bosun.server.filters import where_in, where_name
 from bosun.server.projection import project
 from bosun.server.queue_wakeups import RECHECK_SECONDS, Ticket
 from bosun.server.store.schema import queue_entries, queues, tasks
@@ -172,16 +172,8 @@ def get_by_id(call: Call) -> dict[str, Any]:
 def get_all(call: Call) -> dict[str, Any]:
     body = call.body
     query = sa.select(queues.c.doc).order_by(queues.c.created)
-    ids = str_list(body, "id")
-    if ids is not None:
-        query = query.where(queues.c.id.in_(ids))
-    name = optional(body, "name", str, "")
-    if name:
-        try:
-            re.compile(name)
-        except re.error as exc:
-            raise errors.InvalidRegex(f"malformed regular expression for name: {exc}") from exc
-        query = query.where(queues.c.name.regexp_match(name))
+    query = where_in(query, body, (("id", queues.c.id),))
+    query = where_name(query, body, queues.c.name, sqlite=call.store.is_sqlite)
     with call.store.read() as conn:
         docs = [_with_entries(conn, dict(r.doc)) for r in conn.execute(query)]
     for field in ("tags", "system_tags"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ from bosun.api.ids import new_id
 from bosun.server import task_status as st
 from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required, str_list
+from bosun.server.filters import where_in, where_name
 from bosun.server.projection import project
 from bosun.server.services import models as models_service
 from bosun.server.services import queues
@@ -174,22 +174,12 @@ def _order_by(body: dict[str, Any]) -> list[sa.ColumnElement[Any]]:
 def get_all(call: Call) -> dict[str, Any]:
     body = call.body
     query = sa.select(tasks_table.c.doc)
-    for field, column in (("id", tasks_table.c.id), ("status", tasks_table.c.status),
-                          ("project", tasks_table.c.project), ("type", tasks_table.c.type),
-                          ("user", tasks_table.c.user_id)):
-        values = str_list(body, field)
-        if values is not None:
-            query = query.where(column.in_(values))
-    name = optional(body, "name", str, "")
-    if name:
-        try:
-            re.compile(name)
-        except re.error as exc:
-            raise errors.InvalidRegex(f"malformed regular expression for name: {exc}") from exc
-        # SQLAlchemy drops `flags` on SQLite (our REGEXP is Python's re): inline them there.
-        query = query.where(
-            tasks_table.c.name.regexp_match(f"(?i){name}") if call.store.is_sqlite
-            else tasks_table.c.name.regexp_match(name, flags="i"))
+    query = where_in(query, body, (
+        ("id", tasks_table.c.id), ("status", tasks_table.c.status),
+        ("project", tasks_table.c.project), ("type", tasks_table.c.type),
+        ("user", tasks_table.c.user_id)))
+    query = where_name(query, body, tasks_table.c.name, sqlite=call.store.is_sqlite,
+                       ignore_case=True)
     for field, column in (("tags", tasks_table.c.tags),
                           ("system_tags", tasks_table.c.system_tags)):
         wanted = str_list(body, field)
