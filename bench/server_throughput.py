@@ -167,6 +167,29 @@ def new_queue(api: Session, name: str) -> str:
     return queue_id
 
 
+def run_clients(server: ServerProcess, count: int,
+                work: Callable[[Session, int], None]) -> CpuMeter:
+    """`count` client threads, each with its own logged-in session, start `work` together; the
+    meter covers them from that start to the end of the last one."""
+    barrier = threading.Barrier(count + 1)
+
+    def client(index: int) -> None:
+        with Session(server.url, KEY, SECRET) as api:
+            api.login()
+            barrier.wait()
+            work(api, index)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    meter = CpuMeter(server.proc.pid if server.proc else 0)
+    barrier.wait()
+    with meter.measure():
+        for thread in threads:
+            thread.join()
+    return meter
+
+
 # --- workload 1: enqueue + get_next_task pairs -----------------------------------------------
 
 
@@ -178,32 +201,21 @@ def bench_pairs(server: ServerProcess, sizes: Sizes) -> dict[str, Any]:
     got: list[list[str]] = [[] for _ in chunks]
     empty = [0] * len(chunks)
     errs = Errors()
-    barrier = threading.Barrier(len(chunks) + 1)
 
-    def work(index: int) -> None:
-        with Session(server.url, KEY, SECRET) as api:
-            api.login()
-            barrier.wait()
-            for task_id in chunks[index]:
-                try:
-                    api.call("tasks.enqueue", {"task": task_id, "queue": queue_id})
-                    entry = api.call("queues.get_next_task", {"queue": queue_id}).get("entry")
-                except (ApiError, ConnectionFailed) as exc:
-                    errs.add("pair", exc)
-                    continue
-                if entry:
-                    got[index].append(entry["task"])
-                else:
-                    empty[index] += 1
+    def work(api: Session, index: int) -> None:
+        for task_id in chunks[index]:
+            try:
+                api.call("tasks.enqueue", {"task": task_id, "queue": queue_id})
+                entry = api.call("queues.get_next_task", {"queue": queue_id}).get("entry")
+            except (ApiError, ConnectionFailed) as exc:
+                errs.add("pair", exc)
+                continue
+            if entry:
+                got[index].append(entry["task"])
+            else:
+                empty[index] += 1
 
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(chunks))]
-    for thread in threads:
-        thread.start()
-    meter = CpuMeter(server.proc.pid if server.proc else 0)
-    barrier.wait()
-    with meter.measure():
-        for thread in threads:
-            thread.join()
+    meter = run_clients(server, len(chunks), work)
     # Whatever a pair's get_next_task missed (another thread took its task first and the queue
     # was momentarily empty for it) is still queued: drain it, so the exactly-once check is whole.
     drained: list[str] = []
@@ -246,31 +258,19 @@ def bench_logs(server: ServerProcess, sizes: Sizes) -> dict[str, Any]:
                for b in range(sizes.log_batches)] for t in task_ids]
     added = [0] * len(task_ids)
     errs = Errors()
-    barrier = threading.Barrier(len(task_ids) + 1)
 
-    def work(index: int) -> None:
-        with Session(server.url, KEY, SECRET) as api:
-            api.login()
-            barrier.wait()
-            for batch in bodies[index]:
-                try:
-                    data = api.add_events(batch)
-                except (ApiError, ConnectionFailed) as exc:
-                    errs.add("add_batch", exc)
-                    continue
-                added[index] += int(data.get("added", 0))
-                if data.get("errors"):
-                    errs.add("add_batch", f"{data['errors']} rejected: {data.get('errors_info')}")
+    def work(api: Session, index: int) -> None:
+        for batch in bodies[index]:
+            try:
+                data = api.add_events(batch)
+            except (ApiError, ConnectionFailed) as exc:
+                errs.add("add_batch", exc)
+                continue
+            added[index] += int(data.get("added", 0))
+            if data.get("errors"):
+                errs.add("add_batch", f"{data['errors']} rejected: {data.get('errors_info')}")
 
-    threads = [threading.Thread(target=work, args=(i,), daemon=True)
-               for i in range(len(task_ids))]
-    for thread in threads:
-        thread.start()
-    meter = CpuMeter(server.proc.pid if server.proc else 0)
-    barrier.wait()
-    with meter.measure():
-        for thread in threads:
-            thread.join()
+    meter = run_clients(server, len(task_ids), work)
     sent = sizes.log_senders * sizes.log_batches * sizes.log_batch_size
     with Session(server.url, KEY, SECRET) as api:
         stored = sum(int(api.call("events.get_task_log", {"task": t, "batch_size": 1})["total"])
