@@ -17,8 +17,6 @@ image, else with the image's `python3 -m venv` and pip.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import os
@@ -26,7 +24,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import uv
 
 import bosun
 from bosun.agent.container_engine import ContainerError, Engine, last_error_line
+from bosun.agent.file_lock import file_lock
 
 # Paths inside every container bosun starts.
 BOSUN_ROOT = "/opt/bosun"
@@ -113,17 +112,6 @@ def runtime_key(image_id: str, pins: list[str]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 _BUILD_SCRIPT = f"""\
 set -e
 PY="$(command -v python3 || command -v python || true)"
@@ -157,7 +145,8 @@ def ensure_runtime(engine: Engine, image: str, image_id: str, root: Path,
     path = root / key
     if (path / _MARKER).is_file():
         return Runtime(path, key, False, time.monotonic() - started)
-    with _locked(root / f"{key}.lock"):
+    root.mkdir(parents=True, exist_ok=True)
+    with file_lock(root / f"{key}.lock"):
         if (path / _MARKER).is_file():
             return Runtime(path, key, False, time.monotonic() - started)
         shutil.rmtree(path, ignore_errors=True)

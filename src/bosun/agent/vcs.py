@@ -20,7 +20,6 @@ are only in the URL handed to git, and everything git prints goes through the ma
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -28,11 +27,12 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from bosun.agent.file_lock import file_lock
 from bosun.agent.secret_mask import SecretMasker
 
 Log = Callable[[str], None]
@@ -253,16 +253,6 @@ def _summary(result: _Result) -> str:
     return lines[-1] if lines else f"exit code {result.returncode}"
 
 
-@contextlib.contextmanager
-def _flock(path: Path, *, exclusive: bool) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 def _slug(clean_url: str) -> str:
     """A readable directory name for a repository: ``github.com_org_repo``."""
     text = clean_url
@@ -412,12 +402,12 @@ class RepoCache:
         lock = mirror.with_name(mirror.name + ".lock")
         self.root.mkdir(parents=True, exist_ok=True)
         if commit and _HEX.match(commit):
-            with _flock(lock, exclusive=False):
+            with file_lock(lock, exclusive=False):
                 if (mirror / "HEAD").exists() and self._rev(mirror, f"{commit}^{{commit}}"):
                     self._log(f"vcs: cache hit: {commit} already in {mirror.name}, no fetch")
                     self._clone_from_mirror(mirror, target)
                     return
-        with _flock(lock, exclusive=True):
+        with file_lock(lock, exclusive=True):
             if (mirror / "HEAD").exists():
                 self._fetch(mirror, clean, fetch_url)
             else:
