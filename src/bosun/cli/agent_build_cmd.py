@@ -111,7 +111,9 @@ def add_parsers(sub: Any) -> None:
     inner.set_defaults(run=run_container_task)
 
 
-def _config(args: argparse.Namespace) -> Config:
+def load_agent_config(args: argparse.Namespace) -> Config:
+    """The configuration `--config-file` names (else the default file and the environment),
+    its notices (unsupported keys and the like) printed on stderr. Shared by `bosun agent`."""
     config = load_config(args.config_file)
     for notice in config.notices:
         print(f"bosun: note: {notice}", file=sys.stderr)
@@ -123,7 +125,7 @@ def run_build(args: argparse.Namespace) -> int:
     from bosun.agent.task_build import BuildError, build_docker, build_target_dir
     from bosun.cli.connection import open_session
 
-    config = _config(args)
+    config = load_agent_config(args)
     mode = container_mode(args)
     if mode is None and args.entry_point:
         raise UserError("--entry-point needs --docker or --podman (it makes an image)")

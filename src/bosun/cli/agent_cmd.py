@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from bosun.agent import worker_id as worker_ids
-from bosun.agent.config import Config, default_config_path, load_config, masked
+from bosun.agent.config import Config, default_config_path, masked
 from bosun.agent.gpus import GpuSpecError, parse_queue_gpus, resolve_gpus, visible_devices_env
 from bosun.agent.schedule import Schedule, ScheduleError, schedule_from
 from bosun.api.errors import ApiError
 from bosun.cli import agent_build_cmd
+from bosun.cli.agent_build_cmd import load_agent_config
 from bosun.cli.connection import open_session
 from bosun.cli.errors import UserError
 
@@ -108,13 +109,6 @@ def _add_execute(sub: Any) -> None:
     execute.set_defaults(run=run_execute)
 
 
-def _config(args: argparse.Namespace) -> Config:
-    config = load_config(args.config_file)
-    for notice in config.notices:
-        print(f"bosun: note: {notice}", file=sys.stderr)
-    return config
-
-
 def _gpus(args: argparse.Namespace) -> list[str]:
     from bosun.agent.device_discovery import discover_gpus
 
@@ -185,7 +179,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     if args.services_mode is not None and args.services_mode < 0:
         raise UserError("--services-mode N: N must be 0 (no limit) or more")
     if args.detached:
-        config = _config(args)  # refuse a bad schedule or GPU list before going away
+        config = load_agent_config(args)  # refuse a bad schedule or GPU list before going away
         _queue_specs(args, _gpus(args))
         _schedule(args, config)
         return _detach(args)
@@ -197,7 +191,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per API call otherwise
     with contextlib.suppress(OSError, ValueError, AttributeError):  # stderr may not be a file
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
-    config = _config(args)
+    config = load_agent_config(args)
     gpus = _gpus(args)
     queue_names, queue_gpus = _queue_specs(args, gpus)
     schedule = _schedule(args, config)
@@ -243,7 +237,7 @@ def _print_status(args: argparse.Namespace) -> int:
 
     from bosun.agent.gpu_allocator import GpuLocks
 
-    config = _config(args)
+    config = load_agent_config(args)
     schedule = _schedule(args, config)
     now = datetime.now()
     print(f"now: {now:%a %Y-%m-%d %H:%M} (local time)")
@@ -337,7 +331,7 @@ def run_execute(args: argparse.Namespace) -> int:
     from bosun.agent.task_run import TaskRun
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = _config(args)
+    config = load_agent_config(args)
     gpus, gpu_env = _gpu_env(args)
     container = agent_build_cmd.checked_container_mode(args)  # before the task is touched
     slot = worker_ids.claim(None, config.agent.worker_name, gpus, [], "")
@@ -386,7 +380,7 @@ def _prepare_task(session: Any, args: argparse.Namespace) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = load_agent_config(args)
     with open_session(config) as session:
         workers = session.call("workers.get_all")["workers"]
     if not workers:
@@ -405,7 +399,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_config(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = load_agent_config(args)
     print(f"# configuration file: {config.source or '(none found; defaults)'}")
     print(json.dumps(masked(config), indent=2, default=str))
     return 0
