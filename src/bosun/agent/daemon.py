@@ -449,10 +449,10 @@ class Daemon:
             with lock:
                 done.set()
                 abandoned = outcome.get("abandoned", False)
-            entry = (outcome.get("data") or {}).get("entry")
-            if abandoned and entry:
-                queue_id = (outcome.get("data") or {}).get("queue") or body["queue"]
-                self._requeue(entry["task"], queue_id, "the agent is shutting down")
+            data = outcome.get("data") or {}
+            if abandoned and data.get("entry"):
+                self._requeue(data["entry"]["task"], data.get("queue") or body["queue"],
+                              "the agent is shutting down")
 
         threading.Thread(target=poll, name="long-poll", daemon=True).start()
         while not done.wait(0.1):
