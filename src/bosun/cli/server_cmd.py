@@ -34,6 +34,19 @@ def add_parser(commands: Any) -> None:
                         help="server processes sharing the port (use with PostgreSQL)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                         help="log level; 'debug' logs every request with its timing")
+    recovery = parser.add_argument_group(
+        "lost workers", "a worker that stops reporting is declared lost; each task it ran is "
+        "requeued to the front of its queue or failed, with the reason on the task. Per queue "
+        "or per task: the tags lost_task_policy:requeue|fail and lost_task_retries:N (a "
+        "queue's metadata keys of the same names work too)")
+    recovery.add_argument("--worker-timeout", type=_seconds, metavar="SECONDS",
+                          default=os.environ.get("BOSUN_WORKER_TIMEOUT", "60"),
+                          help="seconds without a report before a worker is lost (default 60, "
+                          "or $BOSUN_WORKER_TIMEOUT; a worker may register its own timeout)")
+    recovery.add_argument("--lost-task-policy", choices=("requeue", "fail"), default="requeue",
+                          help="what happens to a lost worker's task (default requeue)")
+    recovery.add_argument("--lost-task-retries", type=_count, metavar="N", default=1,
+                          help="requeues per task before it is failed (default 1)")
     parser.set_defaults(run=run_server)
 
     sub = parser.add_subparsers(dest="server_command", metavar="SUBCOMMAND")
@@ -44,6 +57,22 @@ def add_parser(commands: Any) -> None:
     create.add_argument("--user", default="bosun", help="user the key pair acts as")
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(run=run_credentials_create)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +114,9 @@ def run_server(args: argparse.Namespace) -> int:
     from bosun.server.store.migrations import SchemaTooNew
 
     config = ServerConfig(host=args.host, port=args.port, db=args.db, auth=args.auth,
-                          log_level=args.log_level)
+                          log_level=args.log_level, worker_timeout=args.worker_timeout,
+                          lost_task_policy=args.lost_task_policy,
+                          lost_task_retries=args.lost_task_retries)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url = _safe_url(args.db)
@@ -98,8 +129,11 @@ def run_server(args: argparse.Namespace) -> int:
         raise UserError(f"cannot open database {url}: {exc.__class__.__name__}: "
                         f"{str(exc).splitlines()[0]}") from exc
     logging.getLogger("bosun.server").info(
-        "bosun server on http://%s:%d (database %s, auth %s)", args.host, args.port, url,
-        "on" if config.auth_required else "off")
+        "bosun server on http://%s:%d (database %s, auth %s; a worker silent for %g s is "
+        "lost, its tasks: %s, %d retr%s)", args.host, args.port, url,
+        "on" if config.auth_required else "off", config.worker_timeout,
+        config.lost_task_policy, config.lost_task_retries,
+        "y" if config.lost_task_retries == 1 else "ies")
     common = {"host": args.host, "port": args.port, "log_level": args.log_level,
               "access_log": False, "log_config": None, "timeout_keep_alive": 75}
     if args.workers > 1:

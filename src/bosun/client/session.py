@@ -34,6 +34,7 @@ class Session:
         timeout: float = 60.0,
     ) -> None:
         self.host = host.rstrip("/")
+        self.worker = worker
         self._credentials = (access_key, secret_key)
         self._token = token
         headers = {"X-ClearML-Worker": worker} if worker else {}

@@ -33,6 +33,7 @@ from bosun.server.routing import Handler, endpoint_table
 from bosun.server.services import queues
 from bosun.server.store import open_store
 from bosun.server.store.migrations import migrate
+from bosun.server.worker_reaper import reaping
 
 log = logging.getLogger("bosun.server")
 
@@ -49,7 +50,7 @@ def open_state(config: ServerConfig) -> ServerState:
         queues.ensure_default(conn)
         signer = auth.load_signer(conn)
     return ServerState(store=store, signer=signer, auth_required=config.auth_required,
-                       wakeups=QueueWakeups())
+                       wakeups=QueueWakeups(), recovery=config.recovery)
 
 
 def _json(payload: dict[str, Any], status: int) -> Response:
@@ -154,7 +155,8 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Starle
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         state.wakeups.bind(asyncio.get_running_loop())
         anyio.to_thread.current_default_thread_limiter().total_tokens = MAX_THREADS
-        async with watching(state.store, state.wakeups):
+        async with watching(state.store, state.wakeups), \
+                reaping(state.store, state.recovery, state.wakeups):
             yield
         state.store.dispose()
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bosun.server.auth import Identity, TokenSigner
+from bosun.server.config import RecoveryPolicy
 from bosun.server.queue_wakeups import QueueWakeups
 from bosun.server.store import Store
 
@@ -17,6 +18,7 @@ class ServerState:
     signer: TokenSigner
     auth_required: bool
     wakeups: QueueWakeups
+    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from bosun.server.services import (
     projects,
     queues,
     server_info,
+    task_lifecycle,
     tasks,
     users,
     workers,
@@ -25,7 +26,7 @@ def endpoint_table() -> dict[str, Handler]:
     services: dict[str, dict[str, Any]] = {
         "auth": auth.ACTIONS,
         "projects": projects.ACTIONS,
-        "tasks": tasks.ACTIONS,
+        "tasks": {**tasks.ACTIONS, **task_lifecycle.ACTIONS},
         "queues": queues.ACTIONS,
         "workers": workers.ACTIONS,
         "events": events.ACTIONS,

@@ -375,6 +375,7 @@ def test_clone_copies_the_recipe_and_starts_fresh(api: Session, project: str) ->
                    configuration=configuration, container=container, tags=["t1"],
                    execution={"docker_cmd": "img"}, comment="hello")
     api.call("tasks.enqueue", {"task": source, "queue": queue})
+    api.call("queues.get_next_task", {"queue": queue})
     api.call("tasks.started", {"task": source})
     api.call("tasks.edit", {"task": source, "force": True, "runtime": {"progress": 90}})
     api.call("tasks.completed", {"task": source})
@@ -626,12 +627,18 @@ def test_started_twice_is_allowed_and_keeps_the_first_start(api: Session, projec
     assert task["started"] == first
 
 
-def test_started_takes_the_task_off_its_queue(api: Session, project: str) -> None:
+def test_started_needs_a_hand_out_unless_forced(api: Session, project: str) -> None:
+    """A queued task is started by the worker it was handed to; forcing takes it off its
+    queue."""
     queue = _queue(api)
     task_id = _task(api, project)
     api.call("tasks.enqueue", {"task": task_id, "queue": queue})
-    api.call("tasks.started", {"task": task_id})
-    assert _entries(api, queue) == []
+    err = _error(api, "tasks.started", {"task": task_id})
+    assert (err.code, err.subcode) == (400, 110)
+    assert "not handed out" in err.msg
+    assert (_status(api, task_id), _entries(api, queue)) == ("queued", [task_id])
+    api.call("tasks.started", {"task": task_id, "force": True})
+    assert (_status(api, task_id), _entries(api, queue)) == ("in_progress", [])
 
 
 def test_started_records_the_worker(api: Session, worker_api: Session, project: str) -> None:
@@ -712,6 +719,7 @@ def test_stop_queued_task_stops_it_and_leaves_the_queue(api: Session, project: s
 def test_stop_task_run_by_worker_header_asks_the_worker(api: Session, worker_api: Session,
                                                         project: str) -> None:
     task_id = _task(api, project)
+    worker_api.call("workers.register", {"worker": worker_api.worker, "queues": []})
     worker_api.call("tasks.started", {"task": task_id})
     result = api.call("tasks.stop", {"task": task_id})
     assert result["fields"]["status"] == "in_progress"
@@ -735,6 +743,20 @@ def test_stop_task_with_worker_status_report_asks_the_worker(api: Session,
     assert (task["status"], task["status_message"]) == ("in_progress", "stopping")
     assert task["last_worker"] == worker
     api.call("tasks.stopped", {"task": task_id})
+    assert _status(api, task_id) == "stopped"
+
+
+def test_stop_task_of_an_unregistered_worker_stops_at_once(api: Session, worker_api: Session,
+                                                           project: str) -> None:
+    """Nobody would ever see "stopping": the task is stopped, and that worker can not report
+    another outcome or start it again."""
+    task_id = _task(api, project)
+    worker_api.call("tasks.started", {"task": task_id})
+    api.call("tasks.stop", {"task": task_id})
+    assert _status(api, task_id) == "stopped"
+    for action in ("started", "completed", "failed"):
+        err = _error(worker_api, f"tasks.{action}", {"task": task_id})
+        assert (err.code, err.subcode) == (400, 110), action
     assert _status(api, task_id) == "stopped"
 
 

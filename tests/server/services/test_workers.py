@@ -44,7 +44,8 @@ def test_register_with_queue_names_and_ids(api: Session) -> None:
         task_id = api.call("tasks.create", {"name": _unique("t")})["id"]
         api.call("tasks.enqueue", {"task": task_id, "queue": by_name_id})
     worker = _unique("agent:gpu0")
-    assert api.call("workers.register", {"worker": worker, "queues": [by_name, by_id]}) == {}
+    registered = api.call("workers.register", {"worker": worker, "queues": [by_name, by_id]})
+    assert registered == {"timeout": 60}  # the server's default --worker-timeout
     [entry] = _workers(api, f"^{worker}$").values()
     assert entry["id"] == worker
     assert entry["queues"] == [

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from bosun.api import errors
 from bosun.api.ids import new_id
-from bosun.server import task_status
+from bosun.server import handout, task_status
 from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required, str_list
 from bosun.server.filters import where_in, where_name
@@ -267,6 +267,7 @@ def add_task(call: Call) -> dict[str, Any]:
             queue_entries.c.queue == queue_id, queue_entries.c.task == task_id)).first()
         if exists is None:
             add_entry(conn, queue_id, task_id)
+            handout.clear(conn, task_id)  # an agent gave back a task it was handed
     call.state.wakeups.notify(queue_id)
     return {"added": 0 if exists else 1}
 
@@ -326,6 +327,8 @@ def _pop_first(call: Call, queue_ids: list[str]) -> dict[str, Any]:
             entry = pop_next(conn, queue_id, skip_locked=not call.store.is_sqlite)
             if entry is None:
                 continue
+            worker = call.worker or optional(call.body, "worker", str, "") or None
+            handout.record(conn, entry["task"], worker, queue_id)
             result: dict[str, Any] = {"entry": entry, "queue": queue_id}
             if flag(call.body, "get_task_info"):
                 doc = conn.execute(_TASK_DOC, {"task_id": entry["task"]}).scalar() or {}
@@ -379,6 +382,7 @@ async def _put_back(call: Call, queue_id: str, task_id: str) -> None:
         with call.store.write() as conn:
             if conn.execute(_TASK_STATUS, {"task_id": task_id}).scalar() == task_status.QUEUED:
                 add_entry(conn, queue_id, task_id, front=True)
+                handout.clear(conn, task_id)
 
     await to_thread.run_sync(put_back)
     call.state.wakeups.wake(queue_id)

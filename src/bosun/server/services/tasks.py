@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +15,6 @@ from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required, str_list
 from bosun.server.filters import where_in, where_name
 from bosun.server.projection import project
-from bosun.server.services import models as models_service
 from bosun.server.services import queues
 from bosun.server.store.schema import events, projects
 from bosun.server.store.schema import tasks as tasks_table
@@ -27,12 +25,11 @@ from bosun.server.timestamps import now_iso
 SERVER_FIELDS = frozenset({
     "id", "status", "status_reason", "status_message", "status_changed", "created", "started",
     "completed", "published", "last_update", "last_change", "user", "company", "last_worker",
-    "last_worker_report", "enqueue_status", "method", "task", "force",
+    "last_worker_report", "enqueue_status", "method", "task", "force", "handout",
+    "revoked_worker", "lost_worker_requeues",
 })
 # Embedded documents that `tasks.edit` merges one level deep; others are replaced whole.
 MERGED_FIELDS = frozenset({"script", "execution", "container", "output", "models"})
-# A worker that reported within this many seconds is taken to be running the task.
-WORKER_TIMEOUT_SECONDS = 600
 DEVELOPMENT_TAG = "development"
 
 ORDER_COLUMNS = {
@@ -239,7 +236,7 @@ def clone(call: Call) -> dict[str, Any]:
                     "configuration", "container", "models"):
             if key in source:
                 doc[key] = copy.deepcopy(source[key])
-        execution = _without_outputs(copy.deepcopy(source.get("execution") or {}))
+        execution = without_outputs(copy.deepcopy(source.get("execution") or {}))
         execution.pop("queue", None)
         execution.update(optional(body, "execution_overrides", dict, {}))
         doc["execution"] = execution
@@ -260,7 +257,7 @@ def clone(call: Call) -> dict[str, Any]:
     return {"id": doc["id"]}
 
 
-def _without_outputs(execution: dict[str, Any]) -> dict[str, Any]:
+def without_outputs(execution: dict[str, Any]) -> dict[str, Any]:
     """The execution section less the output artifacts of a run (input ones stay)."""
     if "artifacts" in execution:
         execution["artifacts"] = [a for a in execution["artifacts"] or []
@@ -284,190 +281,6 @@ def delete(call: Call) -> dict[str, Any]:
         conn.execute(tasks_table.delete().where(tasks_table.c.id == task_id))
     return {"deleted": 1, "updated_children": 0, "updated_models": 0,
             "events": {"deleted": removed_events}, "urls": {}}
-
-
-# --- queueing --------------------------------------------------------------------------------
-
-
-def _target_queue(conn: Connection, call: Call) -> dict[str, Any]:
-    queue_id = optional(call.body, "queue", str, "")
-    queue_name = optional(call.body, "queue_name", str, "")
-    if queue_id and queue_name:
-        raise errors.ValidationError("give either 'queue' or 'queue_name', not both")
-    if queue_name:
-        return queues.find_by_name(conn, queue_name) or queues.insert(conn, call, queue_name)
-    if queue_id:
-        return queues.load(conn, queue_id)
-    return queues.default_queue(conn)
-
-
-def enqueue(call: Call) -> dict[str, Any]:
-    body = call.body
-    task_id = required(body, "task", str)
-    with call.store.write() as conn:
-        doc = load(conn, task_id, for_update=True)
-        queue = _target_queue(conn, call)
-        previous = doc["status"]
-        execution = {**(doc.get("execution") or {}), "queue": queue["id"]}
-        fields = change_status(
-            conn, doc, st.QUEUED, force=flag(body, "force"), allow_same=False,
-            reason=optional(body, "status_reason", str, ""),
-            message=optional(body, "status_message", str, ""),
-            enqueue_status=previous, execution=execution,
-        )
-        queues.add_entry(conn, queue["id"], task_id)
-    call.state.wakeups.notify(queue["id"])
-    fields["execution.queue"] = queue["id"]
-    fields.pop("execution", None)
-    return {"queued": 1, "updated": 1, "fields": fields}
-
-
-def dequeue(call: Call) -> dict[str, Any]:
-    body = call.body
-    task_id = required(body, "task", str)
-    with call.store.write() as conn:
-        doc = load(conn, task_id, for_update=True)
-        if doc["status"] != st.QUEUED:
-            raise errors.InvalidTaskStatus(
-                f"task is {doc['status']}, not queued", status=doc["status"])
-        queues.remove_task_entries(conn, task_id)
-        new_status = optional(body, "new_status", str, "") or doc.get("enqueue_status") \
-            or st.CREATED
-        if new_status not in st.ALL or new_status == st.QUEUED:
-            new_status = st.CREATED
-        fields = change_status(
-            conn, doc, new_status, force=True,
-            reason=optional(body, "status_reason", str, ""),
-            message=optional(body, "status_message", str, ""), enqueue_status=None,
-        )
-    return {"dequeued": 1, "updated": 1, "fields": fields}
-
-
-def reset(call: Call) -> dict[str, Any]:
-    body = call.body
-    task_id = required(body, "task", str)
-    force = flag(body, "force")
-    with call.store.write() as conn:
-        doc = load(conn, task_id, for_update=True)
-        if doc["status"] == st.PUBLISHED and not force:
-            raise errors.InvalidTaskStatus("a published task can not be reset (use force=true)")
-        dequeued = queues.remove_task_entries(conn, task_id)
-        conn.execute(events.delete().where(events.c.task == task_id))
-        execution = _without_outputs(dict(doc.get("execution") or {}))
-        execution.pop("queue", None)
-        doc["models"] = {**(doc.get("models") or {}), "output": []}
-        if flag(body, "clear_all"):
-            execution = {}
-            doc["script"] = {}
-        fields = change_status(
-            conn, doc, st.CREATED, force=True, reason="reset", message="reset",
-            started=None, completed=None, published=None, enqueue_status=None,
-            last_iteration=0, last_metrics={}, runtime={}, last_worker=None,
-            last_worker_report=None, execution=execution,
-        )
-    fields.pop("execution", None)
-    return {"updated": 1, "fields": fields, "dequeued": {"removed": dequeued}}
-
-
-# --- status reports from the agent and the SDK ----------------------------------------------
-
-
-def started(call: Call) -> dict[str, Any]:
-    body = call.body
-    task_id = required(body, "task", str)
-    with call.store.write() as conn:
-        doc = load(conn, task_id, for_update=True)
-        extra: dict[str, Any] = {}
-        if not doc.get("started"):
-            extra["started"] = now_iso()
-        if call.worker:
-            extra["last_worker"] = call.worker
-        queues.remove_task_entries(conn, task_id)
-        fields = change_status(
-            conn, doc, st.IN_PROGRESS, force=flag(body, "force"),
-            reason=optional(body, "status_reason", str, ""),
-            message=optional(body, "status_message", str, ""), **extra,
-        )
-    return {"started": 1, "updated": 1, "fields": fields}
-
-
-def _run_by_worker(doc: dict[str, Any]) -> bool:
-    last_seen = doc.get("last_worker_report") or doc.get("last_update")
-    if not doc.get("last_worker") or not last_seen:
-        return False
-    last = datetime.fromisoformat(last_seen)
-    return (datetime.now(UTC) - last).total_seconds() < WORKER_TIMEOUT_SECONDS
-
-
-def stop(call: Call) -> dict[str, Any]:
-    """Abort. A task run by a live worker only gets status_message "stopping": the worker sees
-    it, kills the run and reports `stopped`. Anything else is stopped at once."""
-    body = call.body
-    task_id = required(body, "task", str)
-    force = flag(body, "force")
-    with call.store.write() as conn:
-        doc = load(conn, task_id, for_update=True)
-        is_queued = doc["status"] == st.QUEUED
-        development = DEVELOPMENT_TAG in doc.get("system_tags", [])
-        reason = optional(body, "status_reason", str, "")
-        if doc["status"] == st.IN_PROGRESS and not development and _run_by_worker(doc):
-            fields = change_status(conn, doc, st.IN_PROGRESS, reason=reason,
-                                   message="stopping", last_worker=doc.get("last_worker"))
-        else:
-            if is_queued:
-                queues.remove_task_entries(conn, task_id)
-            fields = change_status(conn, doc, st.STOPPED, force=force, reason=reason,
-                                   message=f"Stopped by {call.identity.user}")
-    return {"updated": 1, "fields": fields}
-
-
-def stopped(call: Call) -> dict[str, Any]:
-    return _status_change(call, st.STOPPED)
-
-
-def completed(call: Call) -> dict[str, Any]:
-    return _status_change(call, st.COMPLETED, completed=now_iso())
-
-
-def failed(call: Call) -> dict[str, Any]:
-    return _status_change(call, st.FAILED, completed=now_iso())
-
-
-def close(call: Call) -> dict[str, Any]:
-    return _status_change(call, st.CLOSED)
-
-
-def publish(call: Call) -> dict[str, Any]:
-    """Publish a finished task; with `publish_model` (the default) its output models too."""
-    body = call.body
-    task_id = required(body, "task", str)
-    with call.store.write() as conn:
-        doc = load(conn, task_id, for_update=True)
-        fields = change_status(
-            conn, doc, st.PUBLISHED, force=flag(body, "force"), allow_same=False,
-            reason=optional(body, "status_reason", str, ""),
-            message=optional(body, "status_message", str, ""), published=now_iso(),
-        )
-        if optional(body, "publish_model", bool, True):
-            for entry in (doc.get("models") or {}).get("output") or []:
-                try:
-                    model = models_service.load(conn, entry.get("model") or "")
-                except errors.ApiError:
-                    continue  # a model deleted under its task is not the publisher's error
-                model["ready"] = True
-                models_service.save(conn, model)
-    return {"updated": 1, "fields": fields}
-
-
-def ping(call: Call) -> dict[str, Any]:
-    task_id = required(call.body, "task", str)
-    with call.store.write() as conn:
-        doc = load(conn, task_id, for_update=True)
-        doc["last_update"] = now_iso()
-        if call.worker:
-            doc["last_worker"] = call.worker
-        save(conn, doc)
-    return {}
 
 
 def set_requirements(call: Call) -> dict[str, Any]:
@@ -705,13 +518,11 @@ def delete_configuration(call: Call) -> dict[str, Any]:
 
 ACTIONS = {
     "create": create, "get_by_id": get_by_id, "get_all": get_all, "edit": edit,
-    "clone": clone, "delete": delete, "enqueue": enqueue, "dequeue": dequeue, "reset": reset,
-    "started": started, "stop": stop, "stopped": stopped, "completed": completed,
-    "failed": failed, "close": close, "ping": ping, "set_requirements": set_requirements,
+    "clone": clone, "delete": delete, "set_requirements": set_requirements,
     "get_hyper_params": get_hyper_params, "edit_hyper_params": edit_hyper_params,
     "get_configurations": get_configurations, "edit_configuration": edit_configuration,
     "delete_hyper_params": delete_hyper_params, "delete_configuration": delete_configuration,
-    "publish": publish, "add_or_update_artifacts": add_or_update_artifacts,
+    "add_or_update_artifacts": add_or_update_artifacts,
     "delete_artifacts": delete_artifacts, "add_or_update_model": add_or_update_model,
     "delete_models": delete_models,
 }

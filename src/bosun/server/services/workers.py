@@ -10,13 +10,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bosun.api import errors
+from bosun.server import handout, recovery, task_status
 from bosun.server.call import Call
-from bosun.server.fields import optional, required, str_list
+from bosun.server.fields import flag, optional, required, str_list
 from bosun.server.services import tasks as tasks_service
 from bosun.server.store.schema import queue_entries, queues, runtime_properties, workers
 from bosun.server.timestamps import now_iso
-
-DEFAULT_TIMEOUT_SECONDS = 600
 
 
 def _load(conn: Connection, worker_id: str) -> dict[str, Any] | None:
@@ -42,6 +41,14 @@ def _save(conn: Connection, doc: dict[str, Any], timeout: float) -> None:
         conn.execute(workers.insert().values(id=doc["id"], **values))
 
 
+def live(conn: Connection, worker_id: str | None) -> bool:
+    """Whether `worker_id` is a registered worker that has not gone silent."""
+    if not worker_id:
+        return False
+    row = conn.execute(sa.select(workers.c.expires).where(workers.c.id == worker_id)).first()
+    return row is not None and row.expires > time.time()
+
+
 def _new_doc(call: Call, worker_id: str) -> dict[str, Any]:
     now = now_iso()
     return {
@@ -49,22 +56,36 @@ def _new_doc(call: Call, worker_id: str) -> dict[str, Any]:
         "company": {"id": call.identity.company, "name": call.identity.company},
         "register_time": now, "last_activity_time": now, "last_report_time": None,
         "queues": [], "tags": [], "task": None, "queue": None, "machine_stats": {},
-        "timeout": DEFAULT_TIMEOUT_SECONDS,
+        "timeout": call.state.recovery.worker_timeout,
     }
 
 
 def register(call: Call) -> dict[str, Any]:
+    """ClearML's `timeout` (seconds without a report before the worker is lost) is honoured;
+    without it the server's --worker-timeout applies. bosun extension: `restarted: true` says
+    the caller is a new agent process that runs nothing yet, so whatever task the server still
+    thinks this worker id holds was lost with the previous process."""
     body = call.body
     worker_id = required(body, "worker", str)
-    timeout = optional(body, "timeout", int, DEFAULT_TIMEOUT_SECONDS) or DEFAULT_TIMEOUT_SECONDS
+    default = call.state.recovery.worker_timeout
+    timeout = optional(body, "timeout", int, 0)
+    if timeout < 0:
+        raise errors.ValidationError("field 'timeout' must be a number of seconds >= 0",
+                                     field="timeout")
+    woken: list[str] = []
     with call.store.write() as conn:
         doc = _load(conn, worker_id) or _new_doc(call, worker_id)
         doc["queues"] = _queue_ids(conn, str_list(body, "queues") or [])
         doc["tags"] = str_list(body, "tags") or doc.get("tags", [])
-        doc["timeout"] = timeout
+        doc["timeout"] = timeout or default
         doc["last_activity_time"] = now_iso()
-        _save(conn, doc, timeout)
-    return {}
+        _save(conn, doc, doc["timeout"])
+        if flag(body, "restarted"):
+            woken = recovery.release(conn, worker_id, f"worker {worker_id} restarted",
+                                     call.state.recovery)
+    for queue_id in woken:
+        call.state.wakeups.notify(queue_id)
+    return {"timeout": doc["timeout"]}
 
 
 def unregister(call: Call) -> dict[str, Any]:
@@ -88,7 +109,7 @@ def status_report(call: Call) -> dict[str, Any]:
             doc["queues"] = _queue_ids(conn, str_list(body, "queues") or [])
         if body.get("tags") is not None:
             doc["tags"] = str_list(body, "tags") or []
-        _save(conn, doc, doc.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
+        _save(conn, doc, doc.get("timeout") or call.state.recovery.worker_timeout)
         if task_id:
             _mark_task(conn, task_id, worker_id, now)
     return {}
@@ -100,6 +121,8 @@ def _mark_task(conn: Connection, task_id: str, worker_id: str, now: str) -> None
         task = tasks_service.load(conn, task_id, for_update=True)
     except errors.ApiError:
         return  # a report about a deleted task is not the worker's error
+    if task["status"] != task_status.IN_PROGRESS or task.get(handout.REVOKED) == worker_id:
+        return  # a late report from a worker the task was taken from claims nothing
     task.update(last_worker=worker_id, last_worker_report=now, last_update=now)
     tasks_service.save(conn, task)
 
