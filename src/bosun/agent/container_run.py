@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bosun.agent import process_tree
+from bosun.agent import process_tree, task_records
 from bosun.agent.config import AgentConfig, Config
 from bosun.agent.container_engine import (
     ContainerError,
@@ -289,6 +289,9 @@ def _supervise(run: TaskRun, engine: Engine, name: str, argv: list[str],
         proc = process_tree.start(argv, run.workspace, os.environ)
     except OSError as exc:
         return Outcome("failed", f"could not start {engine.binary}: {exc.strerror or exc}")
+    # kill -9 of the agent kills the engine's CLI (process_tree), not the container: the record
+    # has the next agent remove it
+    record = task_records.track(proc, run.task_id, run.worker_id, (engine.binary, name))
     done = threading.Event()
     watcher = threading.Thread(target=_watch, args=(run, engine, name, done), daemon=True)
     watcher.start()
@@ -308,6 +311,7 @@ def _supervise(run: TaskRun, engine: Engine, name: str, argv: list[str],
         watcher.join(10)
         if engine.exists(name):  # normally gone already (--rm)
             engine.remove(name, grace=0)
+        record.close()
     if partial.strip():
         tail.append(partial)
     return _outcome(run, engine, code, files, list(tail))

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bosun.agent import process_tree
+from bosun.agent import process_tree, task_records
 from bosun.agent.config import Config, ConfigError, load_config
 from bosun.agent.gpu_allocator import GpuLease, GpuLocks
 from bosun.agent.gpus import visible_devices_env
@@ -191,6 +191,7 @@ class Daemon:
         signal.signal(signal.SIGINT, on_signal)
 
     def run(self) -> None:
+        task_records.reap()  # what an agent killed before left running, before pulling anything
         self._long_poll = self._server_long_polls()
         self.session.call("workers.register", {"worker": self.worker_id,
                                                "queues": [q["id"] for q in self.queues]})

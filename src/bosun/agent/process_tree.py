@@ -1,12 +1,22 @@
-"""Starting a task's process in its own process group, and killing all of it on abort."""
+"""Starting a task's process in its own process group, and killing all of it on abort.
+
+On Linux the task's process also dies with its agent: it gets SIGKILL from the kernel when the
+agent *thread* that started it ends (prctl PR_SET_PDEATHSIG; the daemon starts each task from
+the task's own thread, which lives as long as the task, and `execute` from its main thread).
+That reaches only the direct child: what the task started itself (a shell script's commands,
+DataLoader workers) survives it, which is what `task_records` is for.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,12 +39,73 @@ def inheriting(fds: Sequence[int]) -> Iterator[None]:
         _inherited_fds.reset(token)
 
 
+# Run by the agent's own interpreter between the fork and the task's exec (-I -S: no site, no
+# PYTHON* variables, nothing of the task's imported): ask for SIGKILL when the parent thread
+# ends (the setting survives exec), tell the parent so by closing `ready`, then become the task.
+# Done here rather than in a `preexec_fn`, which runs Python code in the child of a
+# multi-threaded process.
+_DIE_WITH_PARENT = """\
+import os, sys
+parent, ready, lc_ctype, *argv = sys.argv[1:]
+try:
+    import ctypes
+    ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+except Exception:
+    pass
+if os.getppid() != int(parent):  # the agent died before that: no task without its agent
+    os._exit(137)
+os.close(int(ready))
+if lc_ctype == "-":  # set by Python's C-locale coercion (PEP 538), not by the agent
+    os.environ.pop("LC_CTYPE", None)
+else:
+    os.environ["LC_CTYPE"] = lc_ctype[1:]
+try:
+    os.execvp(argv[0], argv)
+except OSError as exc:
+    print(f"bosun: could not start {argv[0]}: {exc.strerror}", file=sys.stderr, flush=True)
+    os._exit(127)
+"""
+
+
 def start(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Own session and process group: a signal to the group reaches every child."""
+    """Own session and process group: a signal to the group reaches every child. On Linux the
+    process gets SIGKILL when the calling thread ends (see the module's docstring), armed when
+    this returns."""
+    if not (sys.platform.startswith("linux") and sys.executable and argv):
+        return _popen(list(argv), cwd, env, ())
+    _check_program(argv[0], cwd, env)  # a missing program raises here, as Popen would
+    lc_ctype = "=" + env["LC_CTYPE"] if "LC_CTYPE" in env else "-"
+    ready, armed = os.pipe()
+    try:
+        proc = _popen([sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()),
+                       str(armed), lc_ctype, *argv], cwd, env, (armed,))
+        os.close(armed)
+        armed = -1
+        os.read(ready, 1)  # end of file: armed (or the wrapper died)
+    finally:
+        os.close(ready)
+        if armed >= 0:
+            os.close(armed)
+    return proc
+
+
+def _popen(argv: list[str], cwd: Path, env: Mapping[str, str],
+           fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=_inherited_fds.get(),
+        argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, start_new_session=True,
+        pass_fds=(*_inherited_fds.get(), *fds),
     )
+
+
+def _check_program(program: str, cwd: Path, env: Mapping[str, str]) -> None:
+    if os.sep in program:
+        found = (Path(cwd) / program).exists()
+    else:
+        search = os.pathsep.join(os.get_exec_path(dict(env)))
+        found = shutil.which(program, path=search) is not None
+    if not found:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bosun.agent import process_tree
+from bosun.agent import process_tree, task_records
 from bosun.agent.config import Config
 from bosun.agent.environment import EnvironmentBuilder, EnvironmentBuildError, PreparedEnv
 from bosun.agent.log_stream import TaskLog
@@ -278,6 +278,7 @@ class TaskRun:
             proc = process_tree.start(argv, cwd, env)
         except OSError as exc:
             return Outcome("failed", f"could not start the entry point: {exc.strerror}")
+        record = task_records.track(proc, self.task_id, self.worker_id)  # reaped if we die
         watcher = threading.Thread(target=self._watch, args=(proc,), daemon=True)
         watcher.start()
         assert proc.stdout is not None
@@ -286,6 +287,7 @@ class TaskRun:
         code = proc.wait()
         self._abort.set()  # ends the watcher
         watcher.join(5)
+        record.close()  # kills what the task left running
         if self._abort_reason:
             return Outcome("stopped", self._abort_reason, code)
         if code == 0:
