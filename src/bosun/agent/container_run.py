@@ -412,10 +412,11 @@ class PreparedTaskRun(TaskRun):
     def _record_commit(self, sha: str) -> None:
         pass
 
-    def _report(self, outcome: Outcome) -> None:
+    def _deliver(self, outcome: Outcome) -> None:
         if self.outcome_file is None:
-            super()._report(outcome)
+            super()._deliver(outcome)
             return
+        self.log.close(retry_for=0)
         write_private(self.outcome_file, json.dumps(
             {"status": outcome.status, "reason": outcome.reason,
              "exit_code": outcome.exit_code}))

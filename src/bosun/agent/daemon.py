@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import signal
 import threading
 import time
@@ -34,8 +33,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bosun.agent import process_tree, task_records
+from bosun.agent import long_poll, outbox, process_tree, task_records
 from bosun.agent.config import Config, ConfigError, load_config
+from bosun.agent.delivery import Patience
 from bosun.agent.gpu_allocator import GpuLease, GpuLocks
 from bosun.agent.gpus import visible_devices_env
 from bosun.agent.machine_stats import MachineStats
@@ -45,7 +45,6 @@ from bosun.agent.task_run import TaskRun
 if TYPE_CHECKING:
     from bosun.agent.container_run import ContainerMode
 from bosun.api.errors import ApiError
-from bosun.api.ids import looks_like_id
 from bosun.client import ConnectionFailed, Session
 
 log = logging.getLogger("bosun.agent")
@@ -58,35 +57,6 @@ STATUS_REPORT_SECONDS = 5.0
 OVERRIDES_REFRESH_SECONDS = 2.0  # how often queue tags and the force property are read
 IDLE_WAIT_SECONDS = 1.0  # between looks while the worker is off
 GPU_WAIT_SECONDS = 0.25  # between looks while too few GPUs are free
-
-
-class QueueNotFound(Exception):
-    pass
-
-
-def resolve_queues(session: Session, names: list[str], create: bool) -> list[dict[str, str]]:
-    """Queue names or ids -> [{id, name}], in the given (priority) order."""
-    resolved = []
-    for name in names:
-        found = []
-        if looks_like_id(name):
-            found = session.call("queues.get_all", {"id": [name]})["queues"]
-        if not found:
-            by_name = session.call("queues.get_all", {"name": f"^{re.escape(name)}$"})["queues"]
-            found = [q for q in by_name if q["name"] == name]
-        if not found:
-            if not create:
-                raise QueueNotFound(f"queue '{name}' does not exist on the server "
-                                    "(use --create-queue to create it)")
-            try:
-                created = session.call("queues.create", {"name": name})["id"]
-            except ApiError as exc:
-                if exc.subcode != 801:  # not "another agent created it just now"
-                    raise
-                return resolve_queues(session, names, create=False)
-            found = [{"id": created, "name": name}]
-        resolved.append({"id": found[0]["id"], "name": found[0]["name"]})
-    return resolved
 
 
 @dataclass
@@ -155,6 +125,7 @@ class Daemon:
         self._last_tags: dict[str, list[str]] = {}
         self._waiting_note = ""
         self._threads: list[threading.Thread] = []
+        self.report_interval = STATUS_REPORT_SECONDS
 
     @property
     def mode(self) -> str:
@@ -192,22 +163,36 @@ class Daemon:
 
     def run(self) -> None:
         task_records.reap()  # what an agent killed before left running, before pulling anything
+        self._pay_debts()
         self._long_poll = self._server_long_polls()
-        self.session.call("workers.register", {"worker": self.worker_id,
-                                               "queues": [q["id"] for q in self.queues]})
+        registered = self.session.call("workers.register", {
+            "worker": self.worker_id, "queues": [q["id"] for q in self.queues],
+            **self._restarted()})
+        self._follow_timeout(registered)
         names = ", ".join(q["name"] for q in self.queues)
         log.info("worker %s listening on %s%s%s", self.worker_id, names,
                  " (order fairness)" if self.order_fairness else "", self._mode_text())
         reporter = threading.Thread(target=self._report_loop, name="status-report", daemon=True)
         reporter.start()
         try:
+            failing_since: float | None = None
             while not self.stopping.is_set():
                 try:
                     self._step()
                 except (ApiError, ConnectionFailed) as exc:
-                    log.warning("pulling a task failed: %s; retrying", exc)
+                    if failing_since is None:  # said once, not every few seconds
+                        failing_since = time.monotonic()
+                        log.warning("pulling a task failed: %s; pulling nothing until it "
+                                    "works again (retrying every %g s)", exc,
+                                    self.polling_interval)
                     self._sleep(self.polling_interval)
+                    continue
+                if failing_since is not None:
+                    log.warning("pulling works again after %.0f s",
+                                time.monotonic() - failing_since)
+                    failing_since = None
         finally:
+            self._publish_state()  # says `stopping` (read by `agent daemon --stop`)
             self._drain()
             with self._report_lock:
                 self._unregistered = True
@@ -216,6 +201,28 @@ class Daemon:
                 except (ApiError, ConnectionFailed) as exc:
                     log.warning("unregistering failed: %s", exc)
             log.info("worker %s stopped", self.worker_id)
+
+    def _pay_debts(self) -> None:
+        """Send what an agent stopped while the server was away still owed it (its outbox),
+        before this worker registers: the outcome of a finished task must arrive before the
+        server is told that this worker id runs nothing any more."""
+        if not outbox.waiting():
+            return
+        log.info("sending what a previous agent owed the server (%d task(s))",
+                 len(outbox.waiting()))
+        outbox.deliver(self._sub_session, Patience(None, self.stopping, grace=0))
+
+    def _restarted(self) -> dict[str, Any]:
+        """bosun servers only (a ClearML server may refuse unknown fields): whatever the server
+        thinks a worker id of ours still runs was lost with a previous agent process, so it is
+        requeued at once instead of after the worker timeout."""
+        return {"restarted": True} if self._long_poll else {}
+
+    def _follow_timeout(self, registered: dict[str, Any]) -> None:
+        """Report often enough for the server's worker timeout (4 reports per timeout)."""
+        timeout = registered.get("timeout")
+        if isinstance(timeout, int | float) and timeout > 0:
+            self.report_interval = min(STATUS_REPORT_SECONDS, max(0.5, timeout / 4))
 
     def _mode_text(self) -> str:
         if self.mode == "dynamic":
@@ -317,7 +324,7 @@ class Daemon:
         state: dict[str, Any] = {
             "mode": self.mode, "running": running,
             "schedule": self.schedule.describe() if self.schedule else "",
-            "waiting": self._waiting_note,
+            "waiting": self._waiting_note, "stopping": self.stopping.is_set(),
         }
         if decision is not None:
             summary = decision.summary(names)
@@ -434,37 +441,10 @@ class Daemon:
         return None
 
     def _poll_until_stopped(self, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """The long poll runs in a helper thread so that a stop signal never waits for it. A
-        poll left behind is harmless: the server hands nothing to a caller that hung up (this
-        process exits), and a task that still arrives is put back into its queue."""
-        outcome: dict[str, Any] = {}
-        lock = threading.Lock()
-        done = threading.Event()
+        def give_back(task_id: str, queue_id: str) -> None:
+            self._requeue(task_id, queue_id, "the agent is shutting down")
 
-        def poll() -> None:
-            try:
-                outcome["data"] = self.session.call("queues.get_next_task", body,
-                                                    timeout=timeout)
-            except BaseException as exc:  # handed to the caller below
-                outcome["error"] = exc
-            with lock:
-                done.set()
-                abandoned = outcome.get("abandoned", False)
-            data = outcome.get("data") or {}
-            if abandoned and data.get("entry"):
-                self._requeue(data["entry"]["task"], data.get("queue") or body["queue"],
-                              "the agent is shutting down")
-
-        threading.Thread(target=poll, name="long-poll", daemon=True).start()
-        while not done.wait(0.1):
-            if self.stopping.is_set():
-                with lock:
-                    if not done.is_set():
-                        outcome["abandoned"] = True
-                        return {}
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["data"]
+        return long_poll.next_task(self.session, body, timeout, self.stopping, give_back)
 
     def _requeue(self, task_id: str, queue_id: str, why: str) -> None:
         """Put a pulled task back at the front of its queue (it is still `queued`)."""
@@ -505,7 +485,8 @@ class Daemon:
             session = self._sub_session(worker)
         try:
             if worker != self.worker_id:
-                session.call("workers.register", {"worker": worker, "queues": []})
+                session.call("workers.register", {"worker": worker, "queues": [],
+                                                  **self._restarted()})
             session.call("tasks.started", {"task": task_id, "status_reason": "pulled by agent"})
         except (ApiError, ConnectionFailed) as exc:
             log.warning("task %s could not be started (%s); skipping it", task_id, exc)
@@ -516,7 +497,7 @@ class Daemon:
             return
         env = {**self.extra_env, **visible_devices_env(gpus, self.cpu_only)}
         run = TaskRun(session, self.config, worker, task_id, echo=self.echo, extra_env=env,
-                      container=self.container)
+                      container=self.container, stopping=self.stopping)
         item = Running(task_id, queue_id, worker, session, run, gpus, lease)
         if lease is not None:
             lease.note({"pid": os.getpid(), "worker": worker, "task": task_id,
@@ -571,14 +552,14 @@ class Daemon:
     # --- reporting -----------------------------------------------------------------------------
 
     def _report_loop(self) -> None:
-        while not self.stopping.wait(STATUS_REPORT_SECONDS):
+        while not self.stopping.wait(self.report_interval):
             self._report_status(sample=True)
         # after the signal: keep reporting while the running tasks finish
         while True:
             with self._lock:
                 if not self.running:
                     return
-            time.sleep(STATUS_REPORT_SECONDS)
+            time.sleep(self.report_interval)
             self._report_status(sample=True)
 
     def _report_status(self, sample: bool = False) -> None:

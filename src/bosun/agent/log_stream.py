@@ -4,18 +4,27 @@ batched into `events.add_batch` once per `flush_interval`; whatever is left is s
 
 Progress bars rewrite their line with `\\r`; only the last state of such a line is kept.
 Lines are masked before they leave the machine, so no credential reaches the server.
+
+While the server is unreachable, lines are kept (in memory, up to MAX_PENDING_LINES) and sent
+in order once it is back; the outage is logged once when it starts and once when it ends. At
+the end of a task, `close` keeps trying for as long as it is allowed (see `Patience`); what it
+still could not send is handed to the caller (`unsent`), which keeps it in the agent's outbox.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
+from bosun.agent.delivery import Patience, retryable
 from bosun.agent.secret_mask import SecretMasker
-from bosun.api.errors import ApiError
 from bosun.client import ConnectionFailed, Session
+
+log = logging.getLogger("bosun.agent")
 
 MAX_PENDING_LINES = 200_000
 MAX_BATCH = 1000
@@ -37,7 +46,7 @@ class TaskLog:
         self._masker = masker
         self._echo = echo
         self._flush_interval = flush_interval
-        self._pending: deque[dict[str, object]] = deque()
+        self._pending: deque[dict[str, Any]] = deque()
         self._partial = ""
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -46,6 +55,8 @@ class TaskLog:
         self._dropped = 0
         self._last_send = 0.0
         self._task_spoke = False
+        self._down_since: float | None = None
+        self._sent_since_down = 0
         self._thread = threading.Thread(target=self._pump, name=f"log-{task_id[:8]}", daemon=True)
         self._thread.start()
 
@@ -89,9 +100,10 @@ class TaskLog:
             self._wake.clear()
             self.flush(retry_for=0.0)
 
-    def flush(self, retry_for: float = 0.0) -> bool:
-        """Send what is pending; returns False if something could not be sent."""
-        deadline = time.monotonic() + retry_for
+    def flush(self, retry_for: float = 0.0, patience: Patience | None = None) -> bool:
+        """Send what is pending, retrying for `retry_for` seconds (or as `patience` allows);
+        returns False if something could not be sent."""
+        patience = patience or Patience(retry_for)
         with self._send_lock:
             while True:
                 with self._lock:
@@ -100,18 +112,48 @@ class TaskLog:
                     return True
                 try:
                     self._session.add_events(batch)
-                except (ConnectionFailed, ApiError):
-                    if time.monotonic() >= deadline:
+                except ConnectionFailed as exc:
+                    self._outage(exc)
+                    if not patience.wait():
                         return False
-                    time.sleep(0.5)
                     continue
+                except Exception as exc:
+                    if not retryable(exc):  # the server refuses the batch: never resend it
+                        log.warning("task %s: %d log lines refused by the server: %s",
+                                    self._task_id, len(batch), exc)
+                    else:
+                        self._outage(exc)
+                        if not patience.wait():
+                            return False
+                        continue
+                self._back(len(batch))
                 self._last_send = time.monotonic()
                 with self._lock:
                     for _ in batch:
                         self._pending.popleft()
 
-    def close(self, retry_for: float = 30.0) -> None:
-        """Send everything, the last unterminated line included, before the task is reported."""
+    def _outage(self, exc: Exception) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._sent_since_down = 0
+            log.warning("server unreachable (%s); the console of task %s is kept until it is "
+                        "back", exc, self._task_id)
+
+    def _back(self, sent: int) -> None:
+        if self._down_since is None:
+            return
+        self._sent_since_down += sent
+        with self._lock:
+            left = len(self._pending) - sent
+        if left <= 0:
+            log.warning("server back after %.0f s; %d log lines of task %s sent",
+                        time.monotonic() - self._down_since, self._sent_since_down,
+                        self._task_id)
+            self._down_since = None
+
+    def close(self, retry_for: float = 30.0, patience: Patience | None = None) -> bool:
+        """Send everything, the last unterminated line included, before the task is reported.
+        Returns False if some lines could not be sent (they stay in `unsent()`)."""
         with self._lock:
             rest, self._partial = self._partial, ""
         if rest:
@@ -122,4 +164,8 @@ class TaskLog:
         self._closed = True
         self._wake.set()
         self._thread.join(5)
-        self.flush(retry_for=retry_for)
+        return self.flush(retry_for=retry_for, patience=patience)
+
+    def unsent(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._pending)

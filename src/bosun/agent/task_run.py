@@ -7,6 +7,7 @@ one-line reason (the task's status message) and the details in the task's log.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bosun.agent import process_tree, task_records
+from bosun.agent import outbox, process_tree, task_records
 from bosun.agent.config import Config
+from bosun.agent.delivery import Patience, retryable
 from bosun.agent.environment import EnvironmentBuilder, EnvironmentBuildError, PreparedEnv
 from bosun.agent.log_stream import TaskLog
 from bosun.agent.python_finder import wanted_python
@@ -32,6 +34,11 @@ from bosun.client import ConnectionFailed, Session
 if TYPE_CHECKING:
     from bosun.agent.container_run import ContainerMode
 
+task_log = logging.getLogger("bosun.agent")
+
+# How many times the server requeued the task because its worker was lost (bosun server).
+REQUEUES_FIELD = "lost_worker_requeues"
+REQUEUED_REASON = "task was requeued by the server (it lost contact with this worker)"
 ABORT_POLL_SECONDS = 0.5
 PING_SECONDS = 30.0
 KILL_GRACE_SECONDS = 1.0
@@ -92,8 +99,11 @@ class TaskRun:
     def __init__(self, session: Session, config: Config, worker_id: str, task_id: str, *,
                  echo: Callable[[str], None] | None = None,
                  extra_env: dict[str, str] | None = None,
-                 container: ContainerMode | None = None) -> None:
+                 container: ContainerMode | None = None,
+                 stopping: threading.Event | None = None) -> None:
         self.session = session
+        # Set when the agent shuts down: what the server is still owed then goes to the outbox.
+        self.stopping = stopping
         self.config = config
         self.worker_id = worker_id
         self.task_id = task_id
@@ -104,6 +114,7 @@ class TaskRun:
         self.workspace = config.agent.venvs_dir / "tasks" / task_id
         self._abort = threading.Event()
         self._abort_reason = ""
+        self._requeues = 0
 
     # --- the whole run -------------------------------------------------------------------------
 
@@ -116,10 +127,26 @@ class TaskRun:
             outcome = Outcome("failed", f"bosun agent error: {type(exc).__name__}: {exc}")
         self.log.write(f"bosun: task {outcome.status} after {time.monotonic() - started:.1f} s"
                        + (f": {outcome.reason}" if outcome.status != "completed" else ""))
-        self.log.close()
-        self._report(outcome)
+        self._deliver(outcome)
         shutil.rmtree(self.workspace, ignore_errors=True)
         return outcome
+
+    def _deliver(self, outcome: Outcome) -> None:
+        """The log, then the outcome, retried for as long as the server is away (the task's
+        slot stays taken meanwhile, so the agent pulls nothing it could not report). An agent
+        that is shut down meanwhile keeps what is still owed in its outbox."""
+        patience = Patience(None, self.stopping)
+        lines_sent = self.log.close(patience=patience)
+        call = self._outcome_call(outcome)
+        status_sent = call is None or self._send_outcome(call, patience)
+        if lines_sent and status_sent:
+            return
+        owed = outbox.Owed(self.task_id, self.worker_id, self.log.unsent())
+        if call is not None and not status_sent:
+            owed.outcome = {"endpoint": call[0], "body": call[1]}
+        path = outbox.save(owed)
+        task_log.warning("task %s: the server is away; %s kept in %s for the next agent",
+                         self.task_id, owed.describe(), path)
 
     def abort(self, reason: str) -> None:
         self._abort_reason = reason
@@ -127,6 +154,7 @@ class TaskRun:
 
     def _execute(self) -> Outcome:
         task = self.session.call("tasks.get_by_id", {"task": self.task_id})["task"]
+        self._requeues = int(task.get(REQUEUES_FIELD) or 0)
         self.log.write(f"bosun: running task {self.task_id} '{task.get('name')}' on worker "
                        f"{self.worker_id}")
         script: dict[str, Any] = task.get("script") or {}
@@ -313,13 +341,16 @@ class TaskRun:
     def _aborted(self) -> str:
         try:
             tasks = self.session.call("tasks.get_all", {
-                "id": [self.task_id], "only_fields": ["status", "status_message"],
-                "search_hidden": True})["tasks"]
+                "id": [self.task_id], "search_hidden": True,
+                "only_fields": ["status", "status_message", REQUEUES_FIELD]})["tasks"]
         except (ApiError, ConnectionFailed):
             return ""  # a server hiccup is not an abort
         if not tasks:
             return "task was deleted"
         status, message = tasks[0].get("status"), tasks[0].get("status_message") or ""
+        if int(tasks[0].get(REQUEUES_FIELD) or 0) > self._requeues:
+            # The server lost contact with this worker and gave the task to another run.
+            return REQUEUED_REASON
         if status == "in_progress" and "stopping" in message:
             return "aborted by user"
         if status == "created":
@@ -330,13 +361,28 @@ class TaskRun:
 
     # --- reporting -----------------------------------------------------------------------------
 
-    def _report(self, outcome: Outcome) -> None:
-        if outcome.reason in ("task was reset", "task was deleted"):
-            return  # nothing to report on a task that was taken back
+    def _outcome_call(self, outcome: Outcome) -> tuple[str, dict[str, Any]] | None:
+        if outcome.reason in ("task was reset", "task was deleted", REQUEUED_REASON) or \
+                outcome.reason.startswith("task status changed to"):
+            return None  # the task was taken back: its outcome is no longer this run's
         endpoint = {"completed": "tasks.completed", "failed": "tasks.failed",
                     "stopped": "tasks.stopped"}[outcome.status]
-        self._quiet_call(endpoint, {"task": self.task_id, "status_reason": outcome.reason,
-                                    "status_message": outcome.reason})
+        return endpoint, {"task": self.task_id, "status_reason": outcome.reason,
+                          "status_message": outcome.reason}
+
+    def _send_outcome(self, call: tuple[str, dict[str, Any]], patience: Patience) -> bool:
+        """True once the server has the outcome (or refused it for good)."""
+        endpoint, body = call
+        while True:
+            try:
+                self.session.call(endpoint, body)
+                return True
+            except (ApiError, ConnectionFailed) as exc:
+                if not retryable(exc):
+                    task_log.warning("task %s: %s refused: %s", self.task_id, endpoint, exc)
+                    return True
+                if not patience.wait():
+                    return False
 
     def _quiet_call(self, endpoint: str, body: dict[str, Any]) -> None:
         for attempt in range(5):

@@ -84,10 +84,16 @@ def check_start(doc: dict[str, Any], worker: str | None) -> None:
         raise errors.InvalidTaskStatus(
             "task is queued and was not handed out by queues.get_next_task: dequeue it first "
             "(or use force=true)", status=doc["status"])
-    if worker and handout.get("worker") and handout["worker"] != worker:
+    if worker and handout.get("worker") and not _same_agent(handout["worker"], worker):
         raise errors.InvalidTaskStatus(
             f"task was handed to worker {handout['worker']}, not {worker}",
             status=doc["status"], worker=worker)
+
+
+def _same_agent(handed_to: str, worker: str) -> bool:
+    """An agent pulls as its own worker id and may run the task under a sub-worker id of its
+    own (`<id>:service:<task>`, `<id>:gpu0,1`), as bosun's and ClearML's agents do."""
+    return worker == handed_to or worker.startswith(f"{handed_to}:")
 
 
 def check_report(doc: dict[str, Any], worker: str | None) -> None:
