@@ -26,14 +26,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bosun.client import Session  # noqa: E402
-from tests.support.agent_env import DaemonProcess, write_config  # noqa: E402
+from tests.support.agent_env import DaemonProcess, wait_for, write_config  # noqa: E402
 from tests.support.server_process import ServerProcess  # noqa: E402
 
 TASK = """\
@@ -47,16 +46,6 @@ time.sleep(120)
 
 def log(message: str) -> None:
     print(f"[recovery] {message}", file=sys.stderr, flush=True)
-
-
-def wait_until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def starts(marks: Path, task_id: str) -> list[float]:
@@ -81,14 +70,14 @@ def one_round(server: ServerProcess, config: Path, work: Path, restart: bool,
     others: list[DaemonProcess] = []
     try:
         with Session(server.url, "k", "s") as api:
-            wait_until(lambda: api.call("queues.get_all", {"name": f"^{queue}$"})["queues"], 60,
-                       "the queue")
+            wait_for(lambda: api.call("queues.get_all", {"name": f"^{queue}$"})["queues"], 60,
+                     "the queue", interval=0.02)
             queue_id = api.call("queues.get_all", {"name": f"^{queue}$"})["queues"][0]["id"]
             task_id = api.call("tasks.create", {"name": "victim", "script": {
                 "diff": TASK.format(marks=str(marks)), "entry_point": "task.py",
                 "binary": "python3"}})["id"]
             api.call("tasks.enqueue", {"task": task_id, "queue": queue_id})
-            wait_until(lambda: starts(marks, task_id), 120, "the task to start")
+            wait_for(lambda: starts(marks, task_id), 120, "the task to start", interval=0.02)
             if not restart:  # another machine waits on the queue
                 others.append(daemon(config, work, queue, other_state, "machine-b"))
                 time.sleep(2.0)
@@ -98,8 +87,8 @@ def one_round(server: ServerProcess, config: Path, work: Path, restart: bool,
             victim.proc.wait()
             if restart:
                 others.append(daemon(config, work, queue, first_state, "machine-a"))
-            again = wait_until(lambda: len(s := starts(marks, task_id)) >= 2 and s[1], 600,
-                               "the task to run again")
+            again = wait_for(lambda: len(s := starts(marks, task_id)) >= 2 and s[1], 600,
+                             "the task to run again", interval=0.02)
             reason = api.call("tasks.get_by_id", {"task": task_id})["task"]["status_reason"]
             api.call("tasks.stop", {"task": task_id})
         log(f"round {number} ({'restart' if restart else 'machine lost'}): running again "

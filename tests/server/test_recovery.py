@@ -16,6 +16,7 @@ import pytest
 from bosun.api.errors import ApiError
 from bosun.client import Session
 from tests.conftest import DbFactory
+from tests.support.agent_env import wait_for
 from tests.support.server_process import ServerProcess
 
 TIMEOUT = 1.0  # --worker-timeout for these servers
@@ -42,14 +43,8 @@ def api(recovery_server: ServerProcess) -> Iterator[Session]:
         yield session
 
 
-def _wait(check: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def _wait(check: Callable[[], Any], what: str) -> Any:
+    return wait_for(check, DEADLINE, what)
 
 
 def _task(api: Session, queue: str, **fields: Any) -> str:

@@ -88,13 +88,13 @@ class DaemonProcess:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             on_timeout: Callable[[], str] = lambda: "") -> Any:
+             on_timeout: Callable[[], str] = lambda: "", interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_timeout()}")
 
 

@@ -18,6 +18,7 @@ from bosun.server import handout
 from bosun.server import task_status as st
 from bosun.server.config import LOST_TASK_POLICIES, RecoveryPolicy
 from bosun.server.services import queues as queues_service
+from bosun.server.services import tasks as tasks_service
 from bosun.server.store.schema import events, queue_entries, queues, tasks
 from bosun.server.timestamps import now_iso, now_ms
 
@@ -34,8 +35,6 @@ _HELD_BY = (
     .where(tasks.c.status.in_([st.IN_PROGRESS, st.QUEUED]),
            tasks.c.doc["last_worker"].as_string() == sa.bindparam("worker"))
 )
-_DOC_FOR_UPDATE = (sa.select(tasks.c.doc).where(tasks.c.id == sa.bindparam("task_id"))
-                   .with_for_update())
 _IN_A_QUEUE = sa.select(queue_entries.c.seq).where(
     queue_entries.c.task == sa.bindparam("task_id")).limit(1)
 _QUEUE_DOC = sa.select(queues.c.doc).where(queues.c.id == sa.bindparam("queue_id"))
@@ -77,12 +76,6 @@ def add_log_line(conn: Connection, task_id: str, message: str) -> None:
         msg=f"bosun server: {message}"))
 
 
-def _save(conn: Connection, doc: dict[str, Any]) -> None:
-    conn.execute(tasks.update().where(tasks.c.id == doc["id"]).values(
-        status=doc["status"], completed=doc.get("completed"), last_update=doc["last_update"],
-        doc=doc))
-
-
 def _set_status(doc: dict[str, Any], status: str, reason: str) -> None:
     now = now_iso()
     doc.update(status=status, status_reason=reason, status_message=reason, status_changed=now,
@@ -96,7 +89,7 @@ def release(conn: Connection, worker: str, why: str, default: RecoveryPolicy) ->
     of the queues that got a task back, for waking their long-polling agents."""
     woken = []
     for (task_id,) in conn.execute(_HELD_BY, {"worker": worker}).all():
-        doc = conn.execute(_DOC_FOR_UPDATE, {"task_id": task_id}).scalar()
+        doc = tasks_service.find(conn, task_id, for_update=True)
         if doc is None or handout.holder(doc) != worker:
             continue  # not this worker's after all (a newer hand-out, or back in a queue)
         if doc["status"] == st.QUEUED and conn.execute(_IN_A_QUEUE, {"task_id": task_id}).first():
@@ -131,7 +124,7 @@ def resolve(conn: Connection, doc: dict[str, Any], why: str,
         outcome, back = f"requeued (attempt {used + 2} of {retries + 1})", True
     reason = f"{why}; {outcome}"
     _set_status(doc, st.QUEUED if back else st.FAILED, reason)
-    _save(conn, doc)
+    tasks_service.save(conn, doc)
     if back:
         queues_service.add_entry(conn, str(queue_id), doc["id"], front=True)
     add_log_line(conn, doc["id"], reason)

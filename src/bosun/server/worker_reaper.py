@@ -27,6 +27,7 @@ from bosun.server import recovery
 from bosun.server import task_status as st
 from bosun.server.config import RecoveryPolicy
 from bosun.server.queue_wakeups import QueueWakeups
+from bosun.server.services import tasks as tasks_service
 from bosun.server.store.engine import Store
 from bosun.server.store.schema import queue_entries, tasks, workers
 
@@ -40,8 +41,6 @@ _REMOVE = workers.delete().where(workers.c.id == sa.bindparam("worker"),
 _OUT_OF_QUEUE = sa.select(tasks.c.id, tasks.c.doc).where(
     tasks.c.status == st.QUEUED,
     ~sa.exists().where(queue_entries.c.task == tasks.c.id))
-_DOC_FOR_UPDATE = (sa.select(tasks.c.doc).where(tasks.c.id == sa.bindparam("task_id"))
-                   .with_for_update())
 _WORKER_EXISTS = sa.select(workers.c.id).where(workers.c.id == sa.bindparam("worker"))
 
 
@@ -103,7 +102,7 @@ class WorkerReaper:
                 worker = (row.doc.get("handout") or {}).get("worker")
                 if worker and conn.execute(_WORKER_EXISTS, {"worker": worker}).first():
                     continue  # a live worker: it is lost (or not) by its own timeout
-                doc = conn.execute(_DOC_FOR_UPDATE, {"task_id": row.id}).scalar()
+                doc = tasks_service.find(conn, row.id, for_update=True)
                 if doc is None or doc["status"] != st.QUEUED or doc.get("handout") != \
                         row.doc.get("handout"):
                     continue

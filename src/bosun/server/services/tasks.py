@@ -51,11 +51,16 @@ _INSERT = tasks_table.insert()
 _SAVE = tasks_table.update().where(tasks_table.c.id == sa.bindparam("task_id"))
 
 
-def load(conn: Connection, task_id: str, for_update: bool = False) -> dict[str, Any]:
+def find(conn: Connection, task_id: str, for_update: bool = False) -> dict[str, Any] | None:
     row = conn.execute(_LOAD_FOR_UPDATE if for_update else _LOAD, {"task_id": task_id}).first()
-    if row is None:
+    return None if row is None else row.doc  # a fresh object: the JSON is decoded per query
+
+
+def load(conn: Connection, task_id: str, for_update: bool = False) -> dict[str, Any]:
+    doc = find(conn, task_id, for_update)
+    if doc is None:
         raise errors.InvalidTaskId(f"invalid task id: {task_id}", id=task_id)
-    return row.doc  # a fresh object per query: the JSON is decoded for every row
+    return doc
 
 
 def _columns(doc: dict[str, Any]) -> dict[str, Any]:
@@ -105,19 +110,6 @@ def change_status(
     doc.update(fields)
     save(conn, doc)
     return fields
-
-
-def _status_change(call: Call, new_status: str, **extra: Any) -> dict[str, Any]:
-    body = call.body
-    task_id = required(body, "task", str)
-    with call.store.write() as conn:
-        doc = load(conn, task_id, for_update=True)
-        fields = change_status(
-            conn, doc, new_status, force=flag(body, "force"),
-            reason=optional(body, "status_reason", str, ""),
-            message=optional(body, "status_message", str, ""), **extra,
-        )
-    return {"updated": 1, "fields": fields}
 
 
 # --- create / read ---------------------------------------------------------------------------
