@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bosun.agent.console_journal import ConsoleJournal
 from bosun.client import Session
 from tests.support.agent_env import (
     DaemonProcess,
@@ -126,3 +127,23 @@ def test_user_mistakes_are_one_line(work: Path, config: Path, tmp_path: Path) ->
         down.stderr
     unknown_task = _bosun(config, work, "execute", "--id", "0" * 32)
     assert unknown_task.returncode == 1 and "invalid task id" in unknown_task.stderr
+
+
+def test_execute_first_sends_what_a_dead_agent_owed(
+        work: Path, config: Path, agent_server: ServerProcess,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOSUN_AGENT_STATE_DIR", agent_env(work)["BOSUN_AGENT_STATE_DIR"])
+    stream = uuid.uuid4().hex
+    with Session(agent_server.url, "k", "s") as api:
+        owed = api.call("tasks.create", {"name": "owed-lines"})["id"]
+        journal = ConsoleJournal(owed, "gone-worker", stream)
+        journal.append([{"type": "log", "task": owed, "msg": f"owed {n}", "level": "info",
+                         "stream": stream, "seq": n + 1} for n in range(3)])
+        journal.close()  # its agent is gone
+        ok = api.call("tasks.create", {"name": "exec-after-debt", "script": {
+            "diff": "print('ran')\n", "entry_point": "t.py", "binary": "python3"}})["id"]
+        result = _bosun(config, work, "execute", "--id", ok)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert task_log(api, owed) == ["owed 0", "owed 1", "owed 2"]
+        assert "sent what a previous agent owed the server" in result.stderr
+    assert not journal.path.exists()

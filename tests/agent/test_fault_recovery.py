@@ -1,7 +1,7 @@
 """Faults injected into real processes, and what survived: agents `kill -9`'d while 30 tasks
 drain (none lost, none run twice at the same time), the server `kill -9`'d across a task's end
-(every console line stored exactly once, the right final status), and an agent stopped while
-the server is away (what it owed is sent by the next agent)."""
+(every console line stored exactly once, the right final status), and an agent stopped or
+`kill -9`'d while the server is away (what it owed is sent by the next agent)."""
 
 from __future__ import annotations
 
@@ -187,8 +187,7 @@ def test_an_agent_stopped_while_the_server_is_away_leaves_its_debt_to_the_next(
         fault_server.proc.wait()
         time.sleep(4)  # the task ends meanwhile
         assert first.stop(timeout=60) == 0  # gives up after its grace, keeps what it owes
-        assert list((state.parent / "outbox").glob("*.json")) or \
-            list((state / "outbox").glob("*.json")) or "outbox" in first.log(), first.log()
+        assert list((state / "outbox").glob("*.jsonl")), first.log()
         restarted = _restart_on_same_port(fault_server).start()
         second = DaemonProcess(config, work, "--queue", queue_name)
         second.env["BOSUN_AGENT_STATE_DIR"] = str(state)
@@ -201,6 +200,74 @@ def test_an_agent_stopped_while_the_server_is_away_leaves_its_debt_to_the_next(
         assert lines == [f"line {i}" for i in range(200)], (len(lines), lines[-3:])
         assert task["status_reason"] == "completed"
         assert "sent what a previous agent owed the server" in second.log()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        if restarted is not None:
+            restarted.stop()
+
+
+# Prints 200 lines the first time it runs; a second run (it must not come) says so.
+ONCE = """\
+import pathlib, time
+mark = pathlib.Path({mark!r})
+if mark.exists():
+    print("second run", flush=True)
+else:
+    mark.write_text("ran")
+    for i in range(200):
+        print("line", i, flush=True)
+        time.sleep(0.01)
+"""
+
+
+def test_an_agent_killed_while_the_server_is_away_leaves_its_debt_to_the_next(
+        work: Path, fault_server: ServerProcess) -> None:
+    config = write_config(work / "journal.conf", fault_server.url, work)
+    queue_name = f"journal-{uuid.uuid4().hex[:6]}"
+    state = work / f"journal-state-{uuid.uuid4().hex[:4]}"
+    mark = work / f"journal-mark-{uuid.uuid4().hex[:4]}"
+    first = DaemonProcess(config, work, "--queue", queue_name, "--create-queue")
+    first.env["BOSUN_AGENT_STATE_DIR"] = str(state)
+    first.start()
+    restarted: ServerProcess | None = None
+    second: DaemonProcess | None = None
+    try:
+        with Session(fault_server.url, "k", "s") as api:
+            wait_for(lambda: api.call("workers.get_all")["workers"], 60, "the worker",
+                     first.log)
+            queue = api.call("queues.get_all", {"name": f"^{queue_name}$"})["queues"][0]["id"]
+            task_id = _script_task(api, queue, ONCE.format(mark=str(mark)), "journaled")
+            wait_for(lambda: "line 5" in task_log(api, task_id), 60, "the task to run",
+                     first.log)
+        assert fault_server.proc is not None
+        fault_server.proc.kill()
+        fault_server.proc.wait()
+
+        def journaled_outcome() -> bool:  # the task ended; its outcome waits on disk
+            return any(b'"outcome"' in path.read_bytes()
+                       for path in (state / "outbox").glob("*.jsonl"))
+
+        wait_for(journaled_outcome, 60, "the task to end", first.log)
+        assert first.proc is not None
+        first.proc.kill()  # kill -9: nothing but the journal on disk survives
+        first.proc.wait()
+        restarted = _restart_on_same_port(fault_server).start()
+        second = DaemonProcess(config, work, "--queue", queue_name)
+        second.env["BOSUN_AGENT_STATE_DIR"] = str(state)
+        second.start()
+        with Session(restarted.url, "k", "s") as api:
+            task = wait_for(
+                lambda: (t := api.call("tasks.get_by_id", {"task": task_id})["task"])[
+                    "status"] == "completed" and t, 60, "the owed final status", second.log)
+            log = task_log(api, task_id)
+        lines = [line for line in log if line.startswith("line ")]
+        assert lines == [f"line {i}" for i in range(200)], (len(lines), lines[-3:])
+        assert "second run" not in log  # completed by the journal, not run again
+        assert task["status_reason"] == "completed"
+        assert "sent what a previous agent owed the server" in second.log()
+        assert not list((state / "outbox").glob("*.jsonl"))
     finally:
         first.stop()
         if second is not None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+import uuid
+
+import pytest
 
 from bosun.agent.log_stream import TaskLog, collapse_carriage_returns
 from bosun.agent.secret_mask import SecretMasker
 from bosun.client import Session
+from tests.support.cutting_proxy import CuttingProxy
+from tests.support.server_process import ServerProcess
 
 
 def _log_lines(api: Session, task_id: str) -> list[str]:
@@ -67,3 +72,24 @@ def test_the_tasks_first_output_is_not_held_back_by_the_agents_own_lines(api: Se
         assert time.perf_counter() - started < 1.0
     finally:
         log.close()
+
+
+@pytest.mark.parametrize("numbered", [True, False])
+def test_a_batch_whose_answer_was_lost_is_stored_once_when_numbered(
+        api: Session, server: ServerProcess, numbered: bool) -> None:
+    """The server commits a batch, the connection is cut before its answer arrives, the agent
+    sends the batch again. Numbered lines (a bosun agent on a bosun server) are stored once;
+    the unnumbered run shows the fault is real (the copy is stored)."""
+    task_id = api.call("tasks.create", {"name": "log-cut-answer"})["id"]
+    with CuttingProxy(server.port, b"events.add_batch") as proxy, \
+            Session(proxy.url, "key", "secret") as session:
+        log = TaskLog(session, task_id, "w", SecretMasker(), flush_interval=0.05,
+                      stream=uuid.uuid4().hex if numbered else None)
+        log.feed("".join(f"line {n}\n" for n in range(10)))
+        assert log.close(retry_for=30)
+        assert proxy.cut == 1
+    lines = _log_lines(api, task_id)
+    if numbered:
+        assert lines == [f"line {n}" for n in range(10)]
+    else:
+        assert len(lines) > 10 and sorted(set(lines)) == sorted(f"line {n}" for n in range(10))

@@ -368,10 +368,11 @@ class ConsoleLog(TaskLog):
     SKIP = ("bosun: running task ", "bosun: task completed after", "bosun: task failed after",
             "bosun: task stopped after")
 
-    def _append(self, line: str, level: str) -> None:
-        line = self._masker.mask(line)
-        if not line.startswith(self.SKIP):
-            print(line, flush=True)
+    def _append(self, lines: list[str], level: str) -> None:
+        for line in lines:
+            line = self._masker.mask(line)
+            if not line.startswith(self.SKIP):
+                print(line, flush=True)
 
 
 def prepared_dirs(script: dict[str, Any], workspace: Path) -> tuple[Path | None, Path]:
@@ -402,6 +403,8 @@ class PreparedTaskRun(TaskRun):
         self.outcome_file = outcome_file
         if outcome_file is not None:
             self.log.close(retry_for=0)
+            if self.log.journal is not None:  # nothing was written: the agent outside owes it
+                self.log.journal.remove()
             self.log = ConsoleLog(session, task_id, worker_id, self.masker)
         # What TaskRun.execute removes at the end: never the prepared code.
         self.workspace = Path(tempfile.gettempdir()) / f"bosun-task-{task_id}-{os.getpid()}"

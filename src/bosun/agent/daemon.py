@@ -164,7 +164,7 @@ class Daemon:
     def run(self) -> None:
         task_records.reap()  # what an agent killed before left running, before pulling anything
         self._pay_debts()
-        self._long_poll = self._server_long_polls()
+        self._long_poll = self.session.is_bosun()
         registered = self.session.call("workers.register", {
             "worker": self.worker_id, "queues": [q["id"] for q in self.queues],
             **self._restarted()})
@@ -206,10 +206,6 @@ class Daemon:
         """Send what an agent stopped while the server was away still owed it (its outbox),
         before this worker registers: the outcome of a finished task must arrive before the
         server is told that this worker id runs nothing any more."""
-        if not outbox.waiting():
-            return
-        log.info("sending what a previous agent owed the server (%d task(s))",
-                 len(outbox.waiting()))
         outbox.deliver(self._sub_session, Patience(None, self.stopping, grace=0))
 
     def _restarted(self) -> dict[str, Any]:
@@ -256,11 +252,6 @@ class Daemon:
             if thread.is_alive():
                 log.warning("%s did not finish; exiting without it", thread.name)
 
-    def _server_long_polls(self) -> bool:
-        try:
-            return self.session.call("server.info").get("server") == "bosun"
-        except (ApiError, ConnectionFailed):
-            return False
 
     def _sleep(self, seconds: float) -> None:
         """Sleep until a task ends, the daemon is told to stop, or `seconds` pass."""
@@ -465,9 +456,7 @@ class Daemon:
         return self.worker_id
 
     def _sub_session(self, worker: str) -> Session:
-        api = self.config.api
-        return Session(self.session.host, api.access_key, api.secret_key,
-                       token=self.session.token, worker=worker)
+        return self.session.for_worker(worker)
 
     def _launch(self, task_id: str, queue_id: str, gpus: list[str],
                 lease: GpuLease | None) -> None:
@@ -497,7 +486,8 @@ class Daemon:
             return
         env = {**self.extra_env, **visible_devices_env(gpus, self.cpu_only)}
         run = TaskRun(session, self.config, worker, task_id, echo=self.echo, extra_env=env,
-                      container=self.container, stopping=self.stopping)
+                      container=self.container, stopping=self.stopping,
+                      numbered=self._long_poll)
         item = Running(task_id, queue_id, worker, session, run, gpus, lease)
         if lease is not None:
             lease.note({"pid": os.getpid(), "worker": worker, "task": task_id,

@@ -7,8 +7,12 @@ Lines are masked before they leave the machine, so no credential reaches the ser
 
 While the server is unreachable, lines are kept (in memory, up to MAX_PENDING_LINES) and sent
 in order once it is back; the outage is logged once when it starts and once when it ends. At
-the end of a task, `close` keeps trying for as long as it is allowed (see `Patience`); what it
-still could not send is handed to the caller (`unsent`), which keeps it in the agent's outbox.
+the end of a task, `close` keeps trying for as long as it is allowed (see `Patience`).
+
+Every line is also written ahead to the run's `ConsoleJournal` before it is sent, so what the
+server has not acknowledged survives a `kill -9` of the agent: the next agent sends it. With a
+`stream` (a bosun server), each line carries `stream` and `seq` and the server stores it once,
+however often it is sent.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from bosun.agent.console_journal import ConsoleJournal
 from bosun.agent.delivery import Patience, retryable
 from bosun.agent.secret_mask import SecretMasker
 from bosun.client import ConnectionFailed, Session
@@ -38,14 +43,17 @@ def collapse_carriage_returns(line: str) -> str:
 
 class TaskLog:
     def __init__(self, session: Session, task_id: str, worker: str, masker: SecretMasker,
-                 *, flush_interval: float = 0.5, echo: Callable[[str], None] | None = None
-                 ) -> None:
+                 *, flush_interval: float = 0.5, echo: Callable[[str], None] | None = None,
+                 journal: ConsoleJournal | None = None, stream: str | None = None) -> None:
         self._session = session
         self._task_id = task_id
         self._worker = worker
         self._masker = masker
         self._echo = echo
         self._flush_interval = flush_interval
+        self._journal = journal
+        self._stream = stream
+        self._seq = 0
         self._pending: deque[dict[str, Any]] = deque()
         self._partial = ""
         self._lock = threading.Lock()
@@ -64,31 +72,40 @@ class TaskLog:
 
     def write(self, line: str, level: str = "info") -> None:
         """One line from the agent itself (progress, errors)."""
-        for part in line.splitlines() or [""]:
-            self._append(part, level)
+        self._append(line.splitlines() or [""], level)
 
     def feed(self, text: str) -> None:
         """Raw console output of the task process, in any chunking."""
         with self._lock:
             data = self._partial + text
             *lines, self._partial = data.split("\n")
-        for line in lines:
-            self._append(collapse_carriage_returns(line), "info")
-        if lines and not self._task_spoke:
+        if not lines:
+            return
+        self._append([collapse_carriage_returns(line) for line in lines], "info")
+        if not self._task_spoke:
             self._task_spoke = True
             self._wake.set()
 
-    def _append(self, line: str, level: str) -> None:
-        line = self._masker.mask(line)
+    def _append(self, lines: list[str], level: str) -> None:
+        masked = [self._masker.mask(line) for line in lines]
         if self._echo is not None:
-            self._echo(line)
-        event = {"type": "log", "task": self._task_id, "level": level, "worker": self._worker,
-                 "msg": line, "timestamp": int(time.time() * 1000)}
+            for line in masked:
+                self._echo(line)
+        now = int(time.time() * 1000)
+        made = [{"type": "log", "task": self._task_id, "level": level, "worker": self._worker,
+                 "msg": line, "timestamp": now} for line in masked]
         with self._lock:
-            if len(self._pending) >= MAX_PENDING_LINES:
-                self._pending.popleft()
-                self._dropped += 1
-            self._pending.append(event)
+            if self._stream is not None:
+                for event in made:
+                    self._seq += 1
+                    event["stream"], event["seq"] = self._stream, self._seq
+            if self._journal is not None:  # on disk before it can be sent
+                self._journal.append(made)
+            for event in made:
+                if len(self._pending) >= MAX_PENDING_LINES:
+                    self._pending.popleft()
+                    self._dropped += 1
+                self._pending.append(event)
         if time.monotonic() - self._last_send >= self._flush_interval:
             self._wake.set()
 
@@ -99,6 +116,8 @@ class TaskLog:
             self._wake.wait(self._flush_interval)
             self._wake.clear()
             self.flush(retry_for=0.0)
+            if self._down_since is not None and self._journal is not None:
+                self._journal.sync()
 
     def flush(self, retry_for: float = 0.0, patience: Patience | None = None) -> bool:
         """Send what is pending, retrying for `retry_for` seconds (or as `patience` allows);
@@ -131,6 +150,8 @@ class TaskLog:
                 with self._lock:
                     for _ in batch:
                         self._pending.popleft()
+                    if self._journal is not None:
+                        self._journal.sent(self._pending)
 
     def _outage(self, exc: Exception) -> None:
         if self._down_since is None:
@@ -157,10 +178,10 @@ class TaskLog:
         with self._lock:
             rest, self._partial = self._partial, ""
         if rest:
-            self._append(collapse_carriage_returns(rest), "info")
+            self._append([collapse_carriage_returns(rest)], "info")
         if self._dropped:
-            self._append(f"bosun: {self._dropped} log lines were dropped while the server was "
-                         "unreachable", "warning")
+            self._append([f"bosun: {self._dropped} log lines were dropped while the server was "
+                          "unreachable"], "warning")
         self._closed = True
         self._wake.set()
         self._thread.join(5)
@@ -169,3 +190,7 @@ class TaskLog:
     def unsent(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._pending)
+
+    @property
+    def journal(self) -> ConsoleJournal | None:
+        return self._journal

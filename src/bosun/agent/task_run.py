@@ -14,13 +14,15 @@ import shutil
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bosun.agent import outbox, process_tree, task_records
+from bosun.agent import process_tree, task_records
 from bosun.agent.config import Config
+from bosun.agent.console_journal import ConsoleJournal
 from bosun.agent.delivery import Patience, retryable
 from bosun.agent.environment import EnvironmentBuilder, EnvironmentBuildError, PreparedEnv
 from bosun.agent.log_stream import TaskLog
@@ -100,7 +102,9 @@ class TaskRun:
                  echo: Callable[[str], None] | None = None,
                  extra_env: dict[str, str] | None = None,
                  container: ContainerMode | None = None,
-                 stopping: threading.Event | None = None) -> None:
+                 stopping: threading.Event | None = None, numbered: bool = False) -> None:
+        """`numbered`: the server is a bosun server, which stores each console line once
+        however often it is sent (lines carry a stream id and a sequence number)."""
         self.session = session
         # Set when the agent shuts down: what the server is still owed then goes to the outbox.
         self.stopping = stopping
@@ -110,7 +114,10 @@ class TaskRun:
         self.extra_env = extra_env or {}
         self.container = container  # None: venv mode; else run in a container (container_run)
         self.masker = masker_for(config)
-        self.log = TaskLog(session, task_id, worker_id, self.masker, echo=echo)
+        stream = uuid.uuid4().hex
+        self.log = TaskLog(session, task_id, worker_id, self.masker, echo=echo,
+                           journal=ConsoleJournal(task_id, worker_id, stream),
+                           stream=stream if numbered else None)
         self.workspace = config.agent.venvs_dir / "tasks" / task_id
         self._abort = threading.Event()
         self._abort_reason = ""
@@ -133,20 +140,25 @@ class TaskRun:
 
     def _deliver(self, outcome: Outcome) -> None:
         """The log, then the outcome, retried for as long as the server is away (the task's
-        slot stays taken meanwhile, so the agent pulls nothing it could not report). An agent
-        that is shut down meanwhile keeps what is still owed in its outbox."""
+        slot stays taken meanwhile, so the agent pulls nothing it could not report). Both are
+        in the run's journal first, so an agent killed or shut down meanwhile leaves them to
+        the next agent."""
+        journal = self.log.journal
+        call = self._outcome_call(outcome)
+        if call is not None and journal is not None:
+            journal.add_outcome(*call)
         patience = Patience(None, self.stopping)
         lines_sent = self.log.close(patience=patience)
-        call = self._outcome_call(outcome)
-        status_sent = call is None or self._send_outcome(call, patience)
-        if lines_sent and status_sent:
+        status_sent = lines_sent and (call is None or self._send_outcome(call, patience))
+        if journal is None:
             return
-        owed = outbox.Owed(self.task_id, self.worker_id, self.log.unsent())
-        if call is not None and not status_sent:
-            owed.outcome = {"endpoint": call[0], "body": call[1]}
-        path = outbox.save(owed)
-        task_log.warning("task %s: the server is away; %s kept in %s for the next agent",
-                         self.task_id, owed.describe(), path)
+        if lines_sent and status_sent:
+            journal.remove()
+            return
+        journal.close()
+        task_log.warning("task %s: the server is away; its unsent console%s kept in %s for "
+                         "the next agent", self.task_id,
+                         " and final status" if call is not None else "", journal.path)
 
     def abort(self, reason: str) -> None:
         self._abort_reason = reason

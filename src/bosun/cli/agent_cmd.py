@@ -327,8 +327,13 @@ def _detach(args: argparse.Namespace) -> int:
 
 # --- execute -----------------------------------------------------------------------------------
 
+# How long `execute` keeps trying to send what a previous agent owed before it runs its task.
+OWED_PATIENCE_SECONDS = 60.0
+
 
 def run_execute(args: argparse.Namespace) -> int:
+    from bosun.agent import outbox, task_records
+    from bosun.agent.delivery import Patience
     from bosun.agent.task_run import TaskRun
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -339,6 +344,8 @@ def run_execute(args: argparse.Namespace) -> int:
     log_file = args.log_file.open("a") if args.log_file else None
     try:
         session = open_session(config, worker=slot.worker_id)
+        task_records.reap()  # what an agent killed before left running
+        outbox.deliver(session.for_worker, Patience(OWED_PATIENCE_SECONDS))
         task_id = _prepare_task(session, args)
         echo_target = log_file
 
@@ -349,7 +356,7 @@ def run_execute(args: argparse.Namespace) -> int:
                 echo_target.flush()
 
         run = TaskRun(session, config, slot.worker_id, task_id, echo=echo, extra_env=gpu_env,
-                      container=container)
+                      container=container, numbered=session.is_bosun())
         signal.signal(signal.SIGTERM, lambda *_: run.abort("agent shut down"))
         outcome = run.execute()
     finally:

@@ -61,6 +61,17 @@ class Session:
         self._token = data["token"]
         return self._token
 
+    def for_worker(self, worker: str) -> Session:
+        """A session with the same server, credentials and token that speaks as `worker`."""
+        return Session(self.host, *self._credentials, token=self._token, worker=worker)
+
+    def is_bosun(self) -> bool:
+        """The server is a bosun server (its extensions may be used); False if unsure."""
+        try:
+            return self.call("server.info").get("server") == "bosun"
+        except (ApiError, ConnectionFailed):
+            return False
+
     def call(self, endpoint: str, data: dict[str, Any] | None = None, *,
              timeout: float | None = None) -> dict[str, Any]:
         """Call `service.action` with a JSON body; return `data` or raise ApiError."""

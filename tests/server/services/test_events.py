@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import uuid
 from typing import Any
@@ -353,3 +354,71 @@ def test_timestamp_defaults_to_now(api: Session) -> None:
     [event] = api.call("events.get_task_log", {"task": task_id})["events"]
     assert before - 1000 <= event["timestamp"] <= int(time.time() * 1000) + 1000
     assert event["level"] == "info"
+
+
+# --- numbered events (bosun agents): each (stream, seq) stored once --------------------------
+
+
+def _numbered(task_id: str, stream: str, seq: int) -> dict[str, Any]:
+    return {**_log(task_id, seq), "stream": stream, "seq": seq}
+
+
+def test_a_numbered_batch_sent_again_is_stored_once(api: Session) -> None:
+    task_id = _task(api)
+    stream = uuid.uuid4().hex
+    first = api.add_events([_numbered(task_id, stream, n) for n in range(1, 6)])
+    again = api.add_events([_numbered(task_id, stream, n) for n in range(1, 6)])
+    overlapping = api.add_events([_numbered(task_id, stream, n) for n in range(4, 9)])
+    other_stream = api.add_events([_numbered(task_id, uuid.uuid4().hex, 1)])
+    plain = api.add_events([_log(task_id, 1), _log(task_id, 1)])  # unnumbered: stored as sent
+    assert [first["added"], again["added"], overlapping["added"], other_stream["added"],
+            plain["added"]] == [5, 0, 3, 1, 2]
+    data = api.call("events.get_task_log", {"task": task_id, "navigate_earlier": False,
+                                            "batch_size": 100})
+    assert _msgs(data) == [f"line {n}" for n in range(1, 9)] + ["line 1"] * 3
+
+
+def test_copies_of_one_numbered_batch_sent_at_once_are_stored_once(api: Session,
+                                                                  server: ServerProcess) -> None:
+    task_id = _task(api)
+    stream = uuid.uuid4().hex
+    batch = [_numbered(task_id, stream, n) for n in range(1, 201)]
+    barrier = threading.Barrier(6)
+    added: list[int] = []
+
+    def send() -> None:
+        with Session(server.url, "key", "secret") as session:
+            barrier.wait()
+            added.append(session.add_events(batch)["added"])
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(added) == [0, 0, 0, 0, 0, 200]
+    data = api.call("events.get_task_log", {"task": task_id, "navigate_earlier": False,
+                                            "batch_size": 1000})
+    assert data["total"] == 200
+
+
+def test_a_malformed_stream_or_seq_is_refused_per_event(api: Session) -> None:
+    task_id = _task(api)
+    result = api.add_events([
+        {**_log(task_id, 1), "stream": "s", "seq": "1"},
+        {**_log(task_id, 2), "stream": "x" * 65, "seq": 1},
+        {**_log(task_id, 3), "stream": "s", "seq": -1},
+        {**_log(task_id, 4), "seq": 4},
+        _numbered(task_id, "s", 5),
+    ])
+    assert result["added"] == 1 and result["errors"] == 4, result
+    assert any("'seq'" in message for message in result["errors_info"])
+    assert any("'stream'" in message for message in result["errors_info"])
+
+
+def test_deleting_a_tasks_log_forgets_its_streams(api: Session) -> None:
+    task_id = _task(api)
+    stream = uuid.uuid4().hex
+    api.add_events([_numbered(task_id, stream, 1)])
+    assert api.call("events.delete_for_task", {"task": task_id})["deleted"] == 1
+    assert api.add_events([_numbered(task_id, stream, 1)])["added"] == 1

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bosun.api import errors
+from bosun.server import event_streams
 from bosun.server.call import Call
 from bosun.server.fields import optional, required, str_list
 from bosun.server.services import tasks as tasks_service
@@ -117,7 +118,7 @@ def add(call: Call) -> dict[str, Any]:
 
 
 def _ingest(call: Call, items: list[Any]) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
+    parsed: list[tuple[dict[str, Any], event_streams.Position]] = []
     errors_info: dict[str, int] = defaultdict(int)
     for item in items:
         if isinstance(item, ValueError):
@@ -125,15 +126,19 @@ def _ingest(call: Call, items: list[Any]) -> dict[str, Any]:
         elif not isinstance(item, dict) or not item.get("task") or not item.get("type"):
             errors_info["an event needs 'task' and 'type'"] += 1
         else:
-            rows.append(_row(item))
+            try:
+                parsed.append((_row(item), event_streams.position(item)))
+            except ValueError as exc:
+                errors_info[str(exc)] += 1
     with call.store.write() as conn:
-        task_ids = {r["task"] for r in rows}
+        task_ids = {r["task"] for r, _ in parsed}
         known = set(conn.scalars(sa.select(tasks.c.id).where(tasks.c.id.in_(task_ids)))) \
             if task_ids else set()
-        unknown = [r for r in rows if r["task"] not in known]
-        for row in unknown:
-            errors_info[f"invalid task id: {row['task']}"] += 1
-        rows = [r for r in rows if r["task"] in known]
+        for row, _ in parsed:
+            if row["task"] not in known:
+                errors_info[f"invalid task id: {row['task']}"] += 1
+        parsed = [(r, where) for r, where in parsed if r["task"] in known]
+        rows = event_streams.unseen(conn, call.store.is_sqlite, parsed)
         if rows:
             call.store.bulk_insert(conn, events, rows)
         scalars: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -343,7 +348,7 @@ def delete_for_task(call: Call) -> dict[str, Any]:
     task_id = required(call.body, "task", str)
     with call.store.write() as conn:
         tasks_service.load(conn, task_id)
-        deleted = conn.execute(events.delete().where(events.c.task == task_id)).rowcount
+        deleted = event_streams.delete_for_task(conn, task_id)
     return {"deleted": deleted}
 
 

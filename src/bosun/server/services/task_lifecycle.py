@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from bosun.api import errors
-from bosun.server import handout, recovery
+from bosun.server import event_streams, handout, recovery
 from bosun.server import task_status as st
 from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required
@@ -26,7 +26,6 @@ from bosun.server.services.tasks import (
     save,
     without_outputs,
 )
-from bosun.server.store.schema import events
 from bosun.server.timestamps import now_iso
 
 # --- queueing --------------------------------------------------------------------------------
@@ -99,7 +98,7 @@ def reset(call: Call) -> dict[str, Any]:
         dequeued = queues.remove_task_entries(conn, task_id)
         handout.revoke(doc)
         doc[recovery.USED_FIELD] = 0
-        conn.execute(events.delete().where(events.c.task == task_id))
+        event_streams.delete_for_task(conn, task_id)
         execution = without_outputs(dict(doc.get("execution") or {}))
         execution.pop("queue", None)
         doc["models"] = {**(doc.get("models") or {}), "output": []}

@@ -10,13 +10,14 @@ from sqlalchemy.engine import Connection
 
 from bosun.api import errors
 from bosun.api.ids import new_id
+from bosun.server import event_streams
 from bosun.server import task_status as st
 from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required, str_list
 from bosun.server.filters import where_in, where_name
 from bosun.server.projection import project
 from bosun.server.services import queues
-from bosun.server.store.schema import events, projects
+from bosun.server.store.schema import projects
 from bosun.server.store.schema import tasks as tasks_table
 from bosun.server.tags import TagFilter, join_tags
 from bosun.server.timestamps import now_iso
@@ -269,7 +270,7 @@ def delete(call: Call) -> dict[str, Any]:
                 status=doc["status"],
             )
         queues.remove_task_entries(conn, task_id)
-        removed_events = conn.execute(events.delete().where(events.c.task == task_id)).rowcount
+        removed_events = event_streams.delete_for_task(conn, task_id)
         conn.execute(tasks_table.delete().where(tasks_table.c.id == task_id))
     return {"deleted": 1, "updated_children": 0, "updated_models": 0,
             "events": {"deleted": removed_events}, "urls": {}}

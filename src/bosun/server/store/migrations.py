@@ -32,10 +32,15 @@ def _v2_models(conn: Connection) -> None:
     schema.models.create(conn, checkfirst=True)
 
 
+def _v3_event_streams(conn: Connection) -> None:
+    schema.event_streams.create(conn, checkfirst=True)
+
+
 # (version, description, function). Version 1 is the first release's schema.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "models", _v2_models),
+    (3, "event streams (console lines stored once)", _v3_event_streams),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -131,3 +131,14 @@ events = sa.Table(
     sa.Column("doc", sa.JSON(none_as_null=True)),
     sa.Index("ix_events_task_type_seq", "task", "type", "seq"),
 )
+
+# The highest sequence number stored per (task, stream): lines sent again (a retry after an
+# answer was lost, an agent's journal sent by the next agent) are stored once. bosun agents
+# number their console lines; events without a stream are stored as they come.
+event_streams = sa.Table(
+    "event_streams",
+    metadata,
+    sa.Column("task", sa.String(36), primary_key=True),
+    sa.Column("stream", sa.String(64), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+)
