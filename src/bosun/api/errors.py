@@ -55,5 +55,9 @@ BadCredentials = _factory(401, 21, "unauthorized (malformed credentials)")
 InvalidCredentials = _factory(401, 22, "unauthorized (invalid credentials)")
 InvalidToken = _factory(401, 30, "invalid token")
 
+# 413 / 429: too much
+RequestTooLarge = _factory(413, 0, "request body too large")
+TooManyFailedLogins = _factory(429, 0, "too many failed logins")
+
 # 500: server error (never 503: the SDK retries that forever)
 InternalError = _factory(500, 1, "internal server error")

@@ -1,4 +1,5 @@
-"""`bosun server`: run the API server; `bosun server credentials create`: make a key pair."""
+"""`bosun server`: run the API server; `bosun server credentials create|list|revoke`: manage the
+key pairs clients log in with."""
 
 from __future__ import annotations
 
@@ -29,7 +30,18 @@ def add_parser(commands: Any) -> None:
     auth.add_argument("--auth", dest="auth", action="store_true", default=None,
                       help="require credentials (default when binding a non-loopback address)")
     auth.add_argument("--no-auth", dest="auth", action="store_false",
-                      help="accept any client (default on 127.0.0.1)")
+                      help="accept any client (default on a loopback address; elsewhere only "
+                      "with --insecure-public)")
+    parser.add_argument("--insecure-public", action="store_true",
+                        help="allow --no-auth on an address other machines can reach: anyone "
+                        "who reaches it can read every task and run code on your agents")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-body-mb", type=_megabytes, metavar="MB",
+                        default=os.environ.get("BOSUN_MAX_BODY_MB", "64"),
+                        help="largest request body accepted, in MiB (default 64, or "
+                        "$BOSUN_MAX_BODY_MB); larger ones get 413")
+    limits.add_argument("--max-token-days", type=_seconds, metavar="DAYS", default=30,
+                        help="longest token lifetime a login may ask for (default 30 days)")
     parser.add_argument("--workers", type=int, default=1,
                         help="server processes sharing the port (use with PostgreSQL)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
@@ -57,6 +69,17 @@ def add_parser(commands: Any) -> None:
     create.add_argument("--user", default="bosun", help="user the key pair acts as")
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(run=run_credentials_create)
+    listing = creds_sub.add_parser("list", help="list the key pairs (never their secrets)")
+    _add_db(listing)
+    listing.add_argument("--user", default=None, help="only this user's key pairs")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=run_credentials_list)
+    revoke = creds_sub.add_parser(
+        "revoke", help="take a key pair back: it can not log in, and its tokens stop working "
+        "within a few seconds on every server process")
+    _add_db(revoke)
+    revoke.add_argument("access_key", help="the access key to revoke")
+    revoke.set_defaults(run=run_credentials_revoke)
 
 
 def _seconds(text: str) -> float:
@@ -66,6 +89,16 @@ def _seconds(text: str) -> float:
         value = -1.0
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"expected a size in MiB > 0, got {text!r}")
     return value
 
 
@@ -116,9 +149,12 @@ def run_server(args: argparse.Namespace) -> int:
     config = ServerConfig(host=args.host, port=args.port, db=args.db, auth=args.auth,
                           log_level=args.log_level, worker_timeout=args.worker_timeout,
                           lost_task_policy=args.lost_task_policy,
-                          lost_task_retries=args.lost_task_retries)
+                          lost_task_retries=args.lost_task_retries,
+                          max_body_mb=args.max_body_mb,
+                          max_token_seconds=int(args.max_token_days * 24 * 3600))
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _public_without_auth(args.host, config.auth_required, args.insecure_public)
     url = _safe_url(args.db)
     _port_free(args.host, args.port)
     try:
@@ -146,21 +182,72 @@ def run_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_credentials_create(args: argparse.Namespace) -> int:
+def _public_without_auth(host: str, auth_required: bool, allowed: bool) -> None:
+    """--no-auth where other machines can reach the server: refused unless the user says so."""
+    from bosun.server.config import is_loopback
+
+    if auth_required or is_loopback(host):
+        return
+    if not allowed:
+        raise UserError(
+            f"--no-auth on {host}, which other machines can reach: anyone who reaches it could "
+            "read every task and run code on your agents. Create credentials instead (bosun "
+            "server credentials create), bind 127.0.0.1, or add --insecure-public if you mean it")
+    logging.getLogger("bosun.server").warning(
+        "INSECURE: auth is off on %s (--no-auth --insecure-public): anyone who can reach this "
+        "address can read every task and run code on the agents", host)
+
+
+def _credentials_store(db: str | None) -> Any:
     import sqlalchemy.exc
 
-    from bosun.server.auth import create_credentials
     from bosun.server.store import open_store
     from bosun.server.store.migrations import migrate
 
-    url = _safe_url(args.db)
     try:
-        store = open_store(args.db)
+        store = open_store(db)
         migrate(store)
-        with store.write() as conn:
-            key, secret = create_credentials(conn, args.user)
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise UserError(f"cannot open database {url}: {str(exc).splitlines()[0]}") from exc
+        raise UserError(f"cannot open database {_safe_url(db)}: "
+                        f"{str(exc).splitlines()[0]}") from exc
+    return store
+
+
+def run_credentials_list(args: argparse.Namespace) -> int:
+    from bosun.server.auth import list_credentials
+
+    with _credentials_store(args.db).read() as conn:
+        found = list_credentials(conn, args.user)
+    if args.json:
+        print(json.dumps(found))
+    elif not found:
+        print("no credentials")
+    else:
+        width = max(len(c["access_key"]) for c in found)
+        for item in found:
+            print(f"{item['access_key']:<{width}}  {item['user']}  created {item['created']}")
+    return 0
+
+
+def run_credentials_revoke(args: argparse.Namespace) -> int:
+    from bosun.api.errors import ApiError
+    from bosun.server.auth import revoke_credentials
+
+    try:
+        with _credentials_store(args.db).write() as conn:
+            revoke_credentials(conn, args.access_key)
+    except ApiError as exc:
+        raise UserError(exc.msg) from exc
+    print(f"revoked {args.access_key}: it can not log in any more, and its tokens stop working "
+          "within a few seconds")
+    return 0
+
+
+def run_credentials_create(args: argparse.Namespace) -> int:
+    from bosun.server.auth import create_credentials
+
+    with _credentials_store(args.db).write() as conn:
+        key, secret = create_credentials(conn, args.user)
     if args.json:
         print(json.dumps({"access_key": key, "secret_key": secret}))
     else:

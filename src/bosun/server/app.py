@@ -24,9 +24,10 @@ from starlette.routing import Route
 
 from bosun.api import errors
 from bosun.api.envelope import envelope
-from bosun.server import auth
+from bosun.server import auth, revocations
 from bosun.server.call import Call, ServerState
 from bosun.server.config import ServerConfig
+from bosun.server.identity import identify
 from bosun.server.queue_wakeups import QueueWakeups
 from bosun.server.queue_watch import watching
 from bosun.server.routing import Handler, endpoint_table
@@ -37,7 +38,8 @@ from bosun.server.worker_reaper import reaping
 
 log = logging.getLogger("bosun.server")
 
-RAW_BODY_ENDPOINTS = frozenset({"events.add_batch"})
+# Endpoints that read their body in pieces as it arrives (Call.chunks) instead of whole.
+STREAMED_BODY_ENDPOINTS = frozenset({"events.add_batch"})
 WORKER_HEADERS = ("x-clearml-worker", "x-trains-worker")
 MAX_THREADS = 64
 CONFIG_ENV = "BOSUN_SERVER_CONFIG"
@@ -49,8 +51,12 @@ def open_state(config: ServerConfig) -> ServerState:
     with store.write() as conn:
         queues.ensure_default(conn)
         signer = auth.load_signer(conn)
-    return ServerState(store=store, signer=signer, auth_required=config.auth_required,
-                       wakeups=QueueWakeups(), recovery=config.recovery)
+    state = ServerState(store=store, signer=signer, auth_required=config.auth_required,
+                        wakeups=QueueWakeups(), recovery=config.recovery,
+                        max_body_bytes=int(config.max_body_mb * (1 << 20)),
+                        max_token_seconds=config.max_token_seconds)
+    revocations.load(store, signer)
+    return state
 
 
 def _json(payload: dict[str, Any], status: int) -> Response:
@@ -71,26 +77,32 @@ def _parse_body(raw: bytes, request: Request) -> dict[str, Any]:
     return body
 
 
-def _identity(state: ServerState, endpoint: str, headers: Any) -> auth.Identity:
-    if endpoint == "auth.login":
-        return auth.ANONYMOUS  # login checks its own credentials
-    header = headers.get("authorization", "")
-    try:
-        if header.lower().startswith("bearer "):
-            return state.signer.verify(header[7:].strip())
-        if header.lower().startswith("basic ") and state.auth_required:
-            key, secret = auth.parse_basic(header)
-            with state.store.read() as conn:
-                return auth.check_credentials(conn, key, secret)
-    except errors.ApiError:
-        if state.auth_required:
-            raise
-        return auth.ANONYMOUS
-    if state.auth_required:
-        raise errors.NoCredentials(
-            "unauthorized (missing credentials): call auth.login, then send the token as "
-            "'Authorization: Bearer <token>'")
-    return auth.ANONYMOUS
+def _too_large(limit: int) -> errors.ApiError:
+    return errors.RequestTooLarge(
+        f"request body larger than the server's limit of {limit / (1 << 20):g} MiB "
+        "(bosun server --max-body-mb)", limit=limit)
+
+
+def _declared_length(request: Request, limit: int) -> None:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+
+
+async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body in pieces, refused (413) as soon as it grows past `limit`."""
+    _declared_length(request, limit)
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        if chunk:
+            yield chunk
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    return b"".join([chunk async for chunk in _limited(request, limit)])
 
 
 async def _run(handler: Handler, call: Call) -> dict[str, Any]:
@@ -114,15 +126,20 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Starle
             if handler is None:
                 raise errors.EndpointNotSupported(
                     f"endpoint '{endpoint}' is not supported by this server", endpoint=endpoint)
-            raw = await request.body()
-            body = {} if endpoint in RAW_BODY_ENDPOINTS else _parse_body(raw, request)
             headers = request.headers
+            client = request.client.host if request.client else None
+            # Who is calling, from the headers, before a byte of the body is read.
+            identity = await identify(state, endpoint, headers, client)
+            limit = state.max_body_bytes
+            streamed = endpoint in STREAMED_BODY_ENDPOINTS
+            if streamed:
+                _declared_length(request, limit)
+            body = {} if streamed else _parse_body(await _read_body(request, limit), request)
             call = Call(
-                endpoint=endpoint, body=body, identity=_identity(state, endpoint, headers),
-                state=state, worker=next((headers[h] for h in WORKER_HEADERS if h in headers),
-                                         None),
-                raw=raw if endpoint in RAW_BODY_ENDPOINTS else b"", headers=headers,
-                disconnected=request.is_disconnected,
+                endpoint=endpoint, body=body, identity=identity, state=state,
+                worker=next((headers[h] for h in WORKER_HEADERS if h in headers), None),
+                headers=headers, disconnected=request.is_disconnected, client=client,
+                chunks=_limited(request, limit) if streamed else None,
             )
             data = await _run(handler, call)
             payload = envelope(endpoint, version, trx, data)
@@ -156,7 +173,8 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Starle
         state.wakeups.bind(asyncio.get_running_loop())
         anyio.to_thread.current_default_thread_limiter().total_tokens = MAX_THREADS
         async with watching(state.store, state.wakeups), \
-                reaping(state.store, state.recovery, state.wakeups):
+                reaping(state.store, state.recovery, state.wakeups), \
+                revocations.refreshing(state.store, state.signer):
             yield
         state.store.dispose()
 

@@ -34,6 +34,7 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 class Identity:
     user: str
     company: str = COMPANY
+    key: str | None = None  # the access key it logged in with (None without auth)
 
 
 ANONYMOUS = Identity(user=DEFAULT_USER)
@@ -75,7 +76,34 @@ def check_credentials(conn: Connection, access_key: str, secret_key: str) -> Ide
     ).first()
     if row is None or not verify_secret(secret_key, row.secret_hash):
         raise errors.InvalidCredentials()
-    return Identity(user=row.user_id)
+    return Identity(user=row.user_id, key=access_key)
+
+
+def list_credentials(conn: Connection, user: str | None = None) -> list[dict[str, str]]:
+    """The key pairs (never their secrets), of `user` or of everyone."""
+    query = sa.select(schema.credentials).order_by(schema.credentials.c.created)
+    if user is not None:
+        query = query.where(schema.credentials.c.user_id == user)
+    return [{"access_key": row.access_key, "user": row.user_id, "created": row.created}
+            for row in conn.execute(query)]
+
+
+def revoke_credentials(conn: Connection, access_key: str, user: str | None = None) -> None:
+    """Take a key pair back (of `user` only, when given): it can not log in any more, and the
+    tokens issued for it are refused."""
+    query = schema.credentials.delete().where(schema.credentials.c.access_key == access_key)
+    if user is not None:
+        query = query.where(schema.credentials.c.user_id == user)
+    if conn.execute(query).rowcount == 0:
+        raise errors.ValidationError(f"no credentials with access_key {access_key!r}"
+                                     + (" for this user" if user is not None else ""),
+                                     field="access_key")
+    conn.execute(schema.revoked_credentials.insert().values(access_key=access_key,
+                                                            revoked=now_iso()))
+
+
+def revoked_keys(conn: Connection) -> frozenset[str]:
+    return frozenset(conn.scalars(sa.select(schema.revoked_credentials.c.access_key)))
 
 
 def parse_basic(header: str) -> tuple[str, str]:
@@ -101,6 +129,8 @@ class TokenSigner:
     def __init__(self, secret: str) -> None:
         self._secret = secret
         self._verified: dict[str, tuple[Identity, float]] = {}
+        # Keys taken back; refreshed from the database by every server process (revocations.py).
+        self.revoked: frozenset[str] = frozenset()
 
     def issue(self, identity: Identity, expiration_sec: int | None = None) -> str:
         now = int(time.time())
@@ -119,24 +149,33 @@ class TokenSigner:
             "iat": now,
             "exp": now + (expiration_sec or DEFAULT_TOKEN_SECONDS),
         }
+        if identity.key is not None:
+            claims["key"] = identity.key  # bosun's: lets a revocation reach the token
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: str) -> Identity:
         cached = self._verified.get(token)
         if cached is not None and cached[1] > time.time():
-            return cached[0]
+            return self._not_revoked(cached[0])
         try:
             claims = jwt.decode(token, self._secret, algorithms=["HS256"])
             ident = claims["identity"]
-            identity = Identity(user=ident["user"], company=ident.get("company", COMPANY))
+            key = claims.get("key")
+            identity = Identity(user=ident["user"], company=ident.get("company", COMPANY),
+                                key=key if isinstance(key, str) else None)
             if len(self._verified) >= self.CACHE_SIZE:
                 self._verified.clear()
             self._verified[token] = (identity, float(claims["exp"]))
-            return identity
         except jwt.ExpiredSignatureError as exc:
             raise errors.InvalidToken("invalid token: expired") from exc
         except (jwt.InvalidTokenError, KeyError, TypeError) as exc:
             raise errors.InvalidToken() from exc
+        return self._not_revoked(identity)
+
+    def _not_revoked(self, identity: Identity) -> Identity:
+        if identity.key is not None and identity.key in self.revoked:
+            raise errors.InvalidToken("invalid token: its credentials were revoked")
+        return identity
 
 
 def load_signer(conn: Connection) -> TokenSigner:

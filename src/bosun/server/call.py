@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bosun.server.auth import Identity, TokenSigner
-from bosun.server.config import RecoveryPolicy
+from bosun.server.config import DEFAULT_MAX_BODY_MB, DEFAULT_MAX_TOKEN_SECONDS, RecoveryPolicy
+from bosun.server.login_throttle import LoginThrottle
 from bosun.server.queue_wakeups import QueueWakeups
 from bosun.server.store import Store
 
@@ -19,6 +20,9 @@ class ServerState:
     auth_required: bool
     wakeups: QueueWakeups
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20
+    max_token_seconds: int = DEFAULT_MAX_TOKEN_SECONDS
 
 
 @dataclass
@@ -28,10 +32,12 @@ class Call:
     identity: Identity
     state: ServerState
     worker: str | None = None
-    raw: bytes = field(default=b"", repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Whether the caller has hung up (long polls stop waiting for a caller that is gone).
     disconnected: Callable[[], Awaitable[bool]] | None = field(default=None, repr=False)
+    client: str | None = None  # the caller's address
+    # The body as it arrives, for the endpoints that read it in pieces (events.add_batch).
+    chunks: AsyncIterator[bytes] | None = field(default=None, repr=False)
 
     async def gone(self) -> bool:
         return self.disconnected is not None and await self.disconnected()

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from dataclasses import dataclass
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 LOST_TASK_POLICIES = ("requeue", "fail")
+DEFAULT_MAX_BODY_MB = 64  # the clearml SDK keeps its requests under 15 MB
+DEFAULT_MAX_TOKEN_SECONDS = 30 * 24 * 3600  # as ClearML's server
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8 in any form the system accepts (127.1 too), ::1 and localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        return socket.inet_aton(host)[0] == 127
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -27,12 +44,14 @@ class ServerConfig:
     worker_timeout: float = 60.0
     lost_task_policy: str = "requeue"
     lost_task_retries: int = 1
+    max_body_mb: float = DEFAULT_MAX_BODY_MB
+    max_token_seconds: int = DEFAULT_MAX_TOKEN_SECONDS
 
     @property
     def auth_required(self) -> bool:
         if self.auth is not None:
             return self.auth
-        return self.host not in LOOPBACK_HOSTS
+        return not is_loopback(self.host)
 
     @property
     def recovery(self) -> RecoveryPolicy:

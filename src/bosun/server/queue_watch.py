@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 import sqlalchemy as sa
 from anyio import to_thread
 
+from bosun.server import background
 from bosun.server.queue_wakeups import QueueWakeups
 from bosun.server.store.engine import Store
 from bosun.server.store.schema import queue_entries
@@ -56,13 +56,6 @@ class QueueWatch:
             return {row[0]: row[1] for row in conn.execute(_COUNTS, {"ids": queue_ids})}
 
 
-@contextlib.asynccontextmanager
-async def watching(store: Store, wakeups: QueueWakeups) -> AsyncIterator[None]:
+def watching(store: Store, wakeups: QueueWakeups) -> contextlib.AbstractAsyncContextManager[None]:
     """Run the watcher for as long as the server serves."""
-    task = asyncio.create_task(QueueWatch(store, wakeups).run(), name="queue-watch")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return background.running(QueueWatch(store, wakeups).run(), "queue-watch")

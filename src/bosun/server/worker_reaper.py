@@ -17,13 +17,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import sqlalchemy as sa
 from anyio import to_thread
 
-from bosun.server import recovery
+from bosun.server import background, recovery
 from bosun.server import task_status as st
 from bosun.server.config import RecoveryPolicy
 from bosun.server.queue_wakeups import QueueWakeups
@@ -113,14 +112,7 @@ class WorkerReaper:
         return woken
 
 
-@contextlib.asynccontextmanager
-async def reaping(store: Store, policy: RecoveryPolicy,
-                  wakeups: QueueWakeups) -> AsyncIterator[None]:
+def reaping(store: Store, policy: RecoveryPolicy,
+            wakeups: QueueWakeups) -> contextlib.AbstractAsyncContextManager[None]:
     """Run the reaper for as long as the server serves."""
-    task = asyncio.create_task(WorkerReaper(store, policy, wakeups).run(), name="worker-reaper")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return background.running(WorkerReaper(store, policy, wakeups).run(), "worker-reaper")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from anyio import to_thread
 from sqlalchemy.engine import Connection
 
 from bosun.api import errors
@@ -27,31 +29,56 @@ SINGLE_VALUE_ITER = -(2**31)
 DEFAULT_BATCH = 500
 MAX_BATCH = 10_000
 MAX_SERIES_POINTS = 10_000
+INGEST_GROUP = 5000  # events per transaction while a batch streams in
 
 
 # --- ingest ----------------------------------------------------------------------------------
 
 
-def _parse_batch(call: Call) -> list[Any]:
-    """The body is JSON lines (one event per line); a JSON list or a single object also works.
-    Lines are split on b"\n" only: a log message may hold other line separators (U+2028)."""
-    raw = call.raw.strip()
-    if not raw:
-        return []
-    if raw[:1] == b"[":
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise errors.ValidationError(f"malformed events body: {exc}") from exc
-        return parsed if isinstance(parsed, list) else [parsed]
+async def _event_groups(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[Any]]:
+    """The body's events, parsed as they arrive, up to INGEST_GROUP at a time: JSON lines (one
+    event per line, split on b"\n" only: a log message may hold other line separators such as
+    U+2028). A body that starts with `[` is one JSON list, parsed whole."""
+    pending = b""
+    whole: list[bytes] | None = None
     items: list[Any] = []
-    for number, line in enumerate(raw.split(b"\n"), 1):
-        if line.strip():
-            try:
-                items.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                items.append(ValueError(f"line {number} is not valid JSON"))
-    return items
+    number = 0
+    async for chunk in chunks:
+        if whole is not None:
+            whole.append(chunk)
+            continue
+        if not items and number == 0 and (pending + chunk).lstrip()[:1] == b"[":
+            whole = [pending, chunk]
+            continue
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            number += 1
+            _parse_line(line, number, items)
+        if len(items) >= INGEST_GROUP:
+            yield items
+            items = []
+    if whole is not None:
+        yield _parse_list(b"".join(whole))
+        return
+    _parse_line(pending, number + 1, items)
+    if items:
+        yield items
+
+
+def _parse_line(line: bytes, number: int, into: list[Any]) -> None:
+    if line.strip():
+        try:
+            into.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            into.append(ValueError(f"line {number} is not valid JSON"))
+
+
+def _parse_list(raw: bytes) -> list[Any]:
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.ValidationError(f"malformed events body: {exc}") from exc
+    return parsed if isinstance(parsed, list) else [parsed]
 
 
 def _row(event: dict[str, Any]) -> dict[str, Any]:
@@ -101,8 +128,18 @@ def _update_last_metrics(conn: Connection, task_id: str, scalars: list[dict[str,
     tasks_service.save(conn, doc)
 
 
-def add_batch(call: Call) -> dict[str, Any]:
-    return _ingest(call, _parse_batch(call))
+async def add_batch(call: Call) -> dict[str, Any]:
+    """A batch of any size, stored INGEST_GROUP events at a time as it arrives (never held
+    whole). Each group is its own transaction: a batch cut short leaves the groups before the
+    cut stored (numbered events make sending it again safe)."""
+    added, errors_info = 0, defaultdict(int)
+    assert call.chunks is not None
+    async for items in _event_groups(call.chunks):
+        result = await to_thread.run_sync(_ingest, call, items)
+        added += result["added"]
+        for message, count in result["errors_info"].items():
+            errors_info[message] += count
+    return {"added": added, "errors": sum(errors_info.values()), "errors_info": dict(errors_info)}
 
 
 def add(call: Call) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -10,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bosun.api import errors
-from bosun.server import handout, recovery, task_status
+from bosun.server import handout, recovery, task_status, user_regex
 from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required, str_list
 from bosun.server.services import tasks as tasks_service
@@ -155,15 +154,10 @@ def get_all(call: Call) -> dict[str, Any]:
     last_seen = optional(body, "last_seen", int, 0)
     if last_seen > 0:
         query = query.where(workers.c.last_seen >= now - last_seen)
-    pattern = optional(body, "worker_pattern", str, "")
-    if pattern:
-        try:
-            regex = re.compile(pattern)
-        except re.error as exc:
-            raise errors.InvalidRegex(f"malformed regular expression: {exc}") from exc
+    pattern = user_regex.checked(optional(body, "worker_pattern", str, ""), "worker_pattern")
     with call.store.read() as conn:
         docs = [_public(conn, dict(r.doc)) for r in conn.execute(query)
-                if not pattern or regex.search(r.doc["id"])]
+                if not pattern or user_regex.search(pattern, r.doc["id"])]
     return {"workers": docs}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ import platformdirs
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+
+from bosun.server import user_regex
 
 
 def default_sqlite_path() -> Path:
@@ -30,10 +31,6 @@ def normalize_db_url(db: str | None) -> str:
     if "://" in db:
         return db
     return f"sqlite:///{Path(db).expanduser().resolve()}"
-
-
-def _regexp(pattern: str, value: str | None) -> bool:
-    return value is not None and re.search(pattern, value) is not None
 
 
 class Store:
@@ -101,7 +98,8 @@ def _prepare_sqlite(engine: Engine) -> None:
     def on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         # Let SQLAlchemy's "begin" event decide how a transaction starts.
         dbapi_conn.isolation_level = None
-        dbapi_conn.create_function("regexp", 2, _regexp, deterministic=True)
+        # REGEXP in linear time (RE2): a caller's pattern can not stall the server.
+        dbapi_conn.create_function("regexp", 2, user_regex.search, deterministic=True)
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")

@@ -36,11 +36,16 @@ def _v3_event_streams(conn: Connection) -> None:
     schema.event_streams.create(conn, checkfirst=True)
 
 
+def _v4_revoked_credentials(conn: Connection) -> None:
+    schema.revoked_credentials.create(conn, checkfirst=True)
+
+
 # (version, description, function). Version 1 is the first release's schema.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "models", _v2_models),
     (3, "event streams (console lines stored once)", _v3_event_streams),
+    (4, "revoked credentials", _v4_revoked_credentials),
 ]
 LATEST = MIGRATIONS[-1][0]
 

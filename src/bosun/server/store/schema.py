@@ -29,6 +29,14 @@ credentials = sa.Table(
     sa.Column("created", sa.String(40), nullable=False),
 )
 
+# Key pairs taken back (`auth.revoke_credentials`): the tokens issued for them stop working.
+revoked_credentials = sa.Table(
+    "revoked_credentials",
+    metadata,
+    sa.Column("access_key", sa.String(64), primary_key=True),
+    sa.Column("revoked", sa.String(40), nullable=False),
+)
+
 projects = sa.Table(
     "projects",
     metadata,
