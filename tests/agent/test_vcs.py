@@ -6,20 +6,23 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
+from bosun.agent.git_credentials import GitCredentials
 from bosun.agent.secret_mask import SecretMasker, mask_url
 from bosun.agent.vcs import (
-    GitCredentials,
     RepoCache,
     VcsError,
     apply_diff,
     cache_key,
     is_script_body,
 )
+from tests.support.git_http_server import GitHttpServer
 
 _ENV = {
     **os.environ,
@@ -314,7 +317,7 @@ def test_credentials_are_masked(tmp_path: Path, enabled: bool) -> None:
     creds = GitCredentials(user="alice", password=PASSWORD)
     h = Harness(tmp_path, enabled=enabled, credentials=creds)
     url = f"https://127.0.0.1:{closed_port()}/org/repo.git"
-    assert PASSWORD.replace("/", "%2F").replace(":", "%3A") in creds.fetch_url(url)
+    assert PASSWORD not in creds.fetch_url(url)
     target = h.target()
     with pytest.raises(VcsError) as caught:
         h.cache.checkout(url, target, branch="main")
@@ -323,7 +326,7 @@ def test_credentials_are_masked(tmp_path: Path, enabled: bool) -> None:
     for text in texts:
         for form in (PASSWORD, "Sup3r%2FS3cret%3Apw", "S3cret", "alice:"):
             assert form not in text, text
-    assert "****@127.0.0.1" in err.reason and err.reason.startswith("git ")
+    assert "https://127.0.0.1" in err.reason and err.reason.startswith("git ")
     assert "\n" not in err.reason
     assert not target.exists()
 
@@ -338,24 +341,99 @@ def test_credentials_in_the_url_are_masked(tmp_path: Path) -> None:
     assert h.masker.mask("oops EmbeddedPw123 leaked") == "oops **** leaked"
 
 
+SERVED_PASSWORD = "Zq9-unguessable-77"
+
+
+def _command_lines_holding(secret: bytes, seen: list[str], stop: threading.Event) -> None:
+    """Look at every process's command line until `stop`, noting any that holds `secret`."""
+    while not stop.is_set():
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                data = cmdline.read_bytes()
+            except OSError:
+                continue
+            if secret in data or quote(secret.decode(), safe="").encode() in data:
+                seen.append(data.replace(b"\0", b" ").decode(errors="replace"))
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("where", ["clearml.conf", "task url"])
+@pytest.mark.parametrize("enabled", [True, False], ids=["cache", "nocache"])
+def test_a_login_never_shows_in_a_command_line(tmp_path: Path, upstream: Upstream,
+                                               where: str, enabled: bool) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(upstream.path),
+                    str(served / "repo.git")], check=True)
+    with GitHttpServer(served, "alice", SERVED_PASSWORD, delay=0.3) as server:
+        url = f"{server.url}/repo.git"
+        if where == "clearml.conf":
+            h = Harness(tmp_path, enabled=enabled,
+                        credentials=GitCredentials(user="alice", password=SERVED_PASSWORD))
+        else:
+            h = Harness(tmp_path, enabled=enabled)
+            url = url.replace("http://", f"http://alice:{SERVED_PASSWORD}@")
+        seen: list[str] = []
+        stop = threading.Event()
+        watcher = threading.Thread(target=_command_lines_holding,
+                                   args=(SERVED_PASSWORD.encode(), seen, stop))
+        watcher.start()
+        try:
+            sha, _target = h.checkout(url, branch="main")
+        finally:
+            stop.set()
+            watcher.join(10)
+        assert sha == upstream.c2
+        assert server.refused >= 1 and server.served >= 1  # it did have to log in
+    assert seen == []
+    for path in [*tmp_path.rglob("config"), *tmp_path.rglob("FETCH_HEAD")]:
+        if path.is_file() and "served" not in path.parts:
+            assert SERVED_PASSWORD not in path.read_text(errors="replace"), path
+    assert all(SERVED_PASSWORD not in line for line in h.logs)
+
+
+def test_a_wrong_login_fails_with_gits_reason(tmp_path: Path, upstream: Upstream) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(upstream.path),
+                    str(served / "repo.git")], check=True)
+    with GitHttpServer(served, "alice", SERVED_PASSWORD) as server:
+        h = Harness(tmp_path, credentials=GitCredentials(user="alice", password="wrong-pw-1"))
+        with pytest.raises(VcsError) as caught:
+            h.checkout(f"{server.url}/repo.git")
+    assert "Authentication failed" in caught.value.reason, caught.value.reason
+    assert "wrong-pw-1" not in caught.value.reason + caught.value.detail
+
+
 def test_credentials_url_rewriting() -> None:
+    """The URL git gets never holds credentials; the login goes to the helper."""
     creds = GitCredentials(user="u", password="p w")
-    assert creds.fetch_url("https://h.com/o/r.git") == "https://u:p%20w@h.com/o/r.git"
-    assert creds.fetch_url("https://old:x@h.com/o/r.git") == "https://u:p%20w@h.com/o/r.git"
-    assert creds.fetch_url("git@h.com:o/r.git") == "https://u:p%20w@h.com/o/r.git"
-    assert creds.fetch_url("ssh://git@h.com:22/o/r.git") == "https://u:p%20w@h.com/o/r.git"
-    assert creds.fetch_url("/srv/repo") == "/srv/repo"
+    for url in ("https://h.com/o/r.git", "git@h.com:o/r.git", "ssh://git@h.com:22/o/r.git"):
+        assert creds.fetch_url(url) == "https://h.com/o/r.git", url
+        auth = creds.auth_for(url)
+        assert auth is not None and (auth.origin, auth.user, auth.password) == (
+            "https://h.com", "u", "p w")
+    assert creds.fetch_url("/srv/repo") == "/srv/repo" and creds.auth_for("/srv/repo") is None
+    embedded = creds.auth_for("https://old:x%2Fy@h.com:8443/o/r.git")  # the task's own wins
+    assert embedded is not None and (embedded.origin, embedded.user, embedded.password) == (
+        "https://h.com:8443", "old", "x/y")
+    assert creds.fetch_url("https://old:x@h.com/o/r.git") == "https://h.com/o/r.git"
+    token = GitCredentials().auth_for("https://ghp_token123@github.com/o/r")
+    assert token is not None and token.password == "ghp_token123"
     limited = GitCredentials(user="u", password="p", host="github.com")
-    assert limited.fetch_url("https://github.com/o/r") == "https://u:p@github.com/o/r"
-    assert limited.fetch_url("https://gitlab.com/o/r") == "https://gitlab.com/o/r"
+    assert limited.fetch_url("https://github.com/o/r") == "https://github.com/o/r"
+    assert limited.auth_for("https://github.com/o/r") is not None
+    assert limited.auth_for("https://gitlab.com/o/r") is None
     ssh = GitCredentials(force_ssh=True)
     assert ssh.fetch_url("https://github.com/o/r.git") == "git@github.com:o/r.git"
     assert ssh.fetch_url("git@github.com:o/r.git") == "git@github.com:o/r.git"
+    assert ssh.auth_for("git@github.com:o/r.git") is None
     port = GitCredentials(force_ssh=True, ssh_port=2222, ssh_user="me")
     assert port.fetch_url("https://h.com/o/r.git") == "ssh://me@h.com:2222/o/r.git"
     # user/pass win over force_ssh, as in clearml.conf
     both = GitCredentials(user="u", password="p", force_ssh=True)
-    assert both.fetch_url("https://h.com/o/r") == "https://u:p@h.com/o/r"
+    assert both.fetch_url("https://h.com/o/r") == "https://h.com/o/r"
+    assert both.submodule_rewrites("h.com") == [("https://h.com/", "git@h.com:")]
 
 
 # -- the diff --------------------------------------------------------------------------------

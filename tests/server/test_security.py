@@ -200,3 +200,27 @@ def test_guessing_a_secret_is_slowed_down(new_db: Any) -> None:
         # Other keys from the same address: 30 failures in all, then that address waits too.
         others = [login(f"KEY{n}", "guess").status_code for n in range(21)]
         assert others[:20] == [401] * 20 and others[20] == 429
+
+
+# --- credentials in task fields -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["https://alice:s3cret@github.com/o/r.git",
+                                 "https://ghp_abcdefghijklmnop@github.com/o/r.git",
+                                 "http://oauth2:glpat-xyz@gitlab.example.com/o/r.git"])
+def test_a_repository_url_with_credentials_is_refused(api: Session, url: str) -> None:
+    with pytest.raises(ApiError) as err:
+        api.call("tasks.create", {"name": "leaky", "script": {"repository": url}})
+    assert err.value.code == 400 and "script.repository" in err.value.msg
+    assert "agent.git_user" in err.value.msg
+    task_id = api.call("tasks.create", {"name": "clean"})["id"]
+    with pytest.raises(ApiError):
+        api.call("tasks.edit", {"task": task_id, "script": {"repository": url}})
+
+
+def test_a_plain_or_user_only_repository_url_is_kept(api: Session) -> None:
+    for url in ("https://github.com/o/r.git", "https://myuser@bitbucket.org/o/r.git",
+                "git@github.com:o/r.git"):
+        task_id = api.call("tasks.create", {"name": "ok", "script": {"repository": url}})["id"]
+        stored = api.call("tasks.get_by_id", {"task": task_id})["task"]["script"]["repository"]
+        assert stored == url

@@ -25,10 +25,11 @@ from bosun.agent.config import Config
 from bosun.agent.console_journal import ConsoleJournal
 from bosun.agent.delivery import Patience, retryable
 from bosun.agent.environment import EnvironmentBuilder, EnvironmentBuildError, PreparedEnv
+from bosun.agent.git_credentials import GitCredentials
 from bosun.agent.log_stream import TaskLog
 from bosun.agent.python_finder import wanted_python
 from bosun.agent.secret_mask import SecretMasker
-from bosun.agent.vcs import GitCredentials, RepoCache, VcsError, apply_diff, is_script_body
+from bosun.agent.vcs import RepoCache, VcsError, apply_diff, is_script_body
 from bosun.agent.venv_cache import VenvCache
 from bosun.api.errors import ApiError
 from bosun.client import ConnectionFailed, Session

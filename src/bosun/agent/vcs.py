@@ -13,8 +13,9 @@ Cache layout (``agent.vcs_cache.path``, one entry per repository URL without cre
 A wanted commit already in the mirror is cloned without any network traffic (the warm path);
 otherwise the mirror is fetched first. The task's tree is ``git clone --local`` of the mirror
 (objects are hard-linked, so it is fast and fully independent of the mirror) with ``origin``
-pointing at the original URL. Credentials never reach the disk, a log line or an error: they
-are only in the URL handed to git, and everything git prints goes through the masker.
+pointing at the original URL. Credentials never reach the disk, a command line, a log line or
+an error: git gets them from a credential helper that reads its environment (git_credentials),
+and everything git prints goes through the masker.
 """
 
 from __future__ import annotations
@@ -30,9 +31,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from bosun.agent.file_lock import file_lock
+from bosun.agent.git_credentials import (
+    SCP,
+    URL,
+    GitAuth,
+    GitCredentials,
+    host_of,
+    is_local,
+    strip_credentials,
+    url_secrets,
+)
 from bosun.agent.secret_mask import SecretMasker
 
 Log = Callable[[str], None]
@@ -40,9 +51,6 @@ Log = Callable[[str], None]
 DEFAULT_TIMEOUT_S = 1800.0
 _LOCAL_TIMEOUT_S = 300.0
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-# scp-like ssh syntax: [user@]host:path (a colon before any slash; not "C:\..." style).
-_SCP = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]{2,}):(?P<path>(?!//).*)$")
 _HEX = re.compile(r"^[0-9a-fA-F]{4,64}$")
 _FULL_SHA = re.compile(r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")
 _SLUG_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -62,125 +70,6 @@ class VcsError(Exception):
 
     def __str__(self) -> str:
         return self.reason
-
-
-# ---------------------------------------------------------------------------------------------
-# URLs and credentials
-
-
-def is_local(repository: str) -> bool:
-    """A filesystem path (not a URL and not ``host:path`` ssh syntax)."""
-    return not _URL.match(repository) and not _SCP.match(repository)
-
-
-def _is_http(url: str) -> bool:
-    return url.lower().startswith(("http://", "https://"))
-
-
-def _hostport(host: str, port: int | None) -> str:
-    host = f"[{host}]" if ":" in host else host
-    return f"{host}:{port}" if port else host
-
-
-def strip_credentials(url: str) -> str:
-    """``https://user:pass@host/x`` -> ``https://host/x``; other URLs (ssh keeps its user) and
-    paths unchanged."""
-    if not _is_http(url):
-        return url
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def _url_secrets(url: str) -> list[str]:
-    """Credentials written into an http(s) URL: the password, or a lone (token) user."""
-    if not _is_http(url):
-        return []
-    userinfo = urlsplit(url).netloc.rpartition("@")[0]
-    if not userinfo:
-        return []
-    user, sep, password = userinfo.partition(":")
-    secret = password if sep and password else user
-    return [secret, unquote(secret)]
-
-
-def _to_https(url: str) -> str | None:
-    """The https form of an http(s) or ssh URL (None for other schemes)."""
-    if _is_http(url):
-        return url
-    scp = None if _URL.match(url) else _SCP.match(url)
-    if scp:
-        return f"https://{scp.group('host')}/{scp.group('path').lstrip('/')}"
-    if url.lower().startswith(("ssh://", "git+ssh://", "ssh+git://")):
-        parts = urlsplit(url)
-        if not parts.hostname:
-            return None
-        return urlunsplit(("https", _hostport(parts.hostname, None), parts.path, "", ""))
-    return None
-
-
-def _host_of(url: str) -> str:
-    if _URL.match(url):
-        return (urlsplit(url).hostname or "").lower()
-    scp = _SCP.match(url)
-    return scp.group("host").lower() if scp else ""
-
-
-@dataclass
-class GitCredentials:
-    """clearml.conf ``agent.git_user`` / ``git_pass`` / ``git_host`` /
-    ``force_git_ssh_protocol`` / ``force_git_ssh_port`` / ``force_git_ssh_user``."""
-
-    user: str = ""
-    password: str = ""
-    host: str = ""
-    force_ssh: bool = False
-    ssh_port: int = 0
-    ssh_user: str = ""
-    translate_ssh: bool = True
-
-    def applies_to(self, hostname: str) -> bool:
-        """Whether user/pass are sent to ``hostname`` (always, unless ``host`` limits them)."""
-        wanted = {_host_of(h) or h.lower() for h in (p.strip() for p in self.host.split(","))
-                  if h}
-        return not wanted or hostname.lower() in wanted
-
-    @property
-    def has_user_pass(self) -> bool:
-        return bool(self.user and self.password)
-
-    def fetch_url(self, repository: str) -> str:
-        """The URL git is given for ``repository``: user/pass injected into https (ssh links are
-        turned into https first, as the ClearML agent does); without user/pass and with
-        ``force_ssh``, https links are turned into ssh ones."""
-        if is_local(repository):
-            return repository
-        if self.has_user_pass:
-            if not self.translate_ssh and not _is_http(repository):
-                return repository  # translate_ssh: false keeps ssh links as they are
-            https = _to_https(repository)
-            if https is None or not self.applies_to(_host_of(https)):
-                return repository
-            parts = urlsplit(strip_credentials(https))
-            userinfo = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-            netloc = f"{userinfo}@{parts.netloc}"
-            return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-        if self.force_ssh and _is_http(repository) and not _url_secrets(repository):
-            return self.to_ssh(repository)
-        return repository
-
-    def to_ssh(self, url: str) -> str:
-        """``https://host/org/repo.git`` -> ``git@host:org/repo.git`` (or
-        ``ssh://user@host:port/org/repo.git`` when a port is forced)."""
-        parts = urlsplit(url)
-        user = self.ssh_user or "git"
-        path = parts.path.lstrip("/")
-        host = parts.hostname or ""
-        if self.ssh_port:
-            return f"ssh://{user}@{_hostport(host, self.ssh_port)}/{path}"
-        return f"{user}@{host}:{path}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,11 +103,17 @@ class _Result:
 
 
 def _run_git(args: Sequence[str], cwd: Path | None, timeout_s: float,
-             stdin: bytes | None = None) -> _Result:
+             stdin: bytes | None = None, auth: GitAuth | None = None) -> _Result:
     """Run git in its own session (no controlling terminal, so ssh cannot prompt either);
-    the whole process group is killed on timeout."""
+    the whole process group is killed on timeout. `auth`: the login git may use, handed over
+    through the credential helper and the environment."""
+    env = _git_env()
+    config: list[str] = []
+    if auth is not None:
+        env.update(auth.environment())
+        config = auth.config()
     proc = subprocess.Popen(
-        [*_BASE, *args], cwd=cwd, env=_git_env(), start_new_session=True,
+        [*_BASE, *config, *args], cwd=cwd, env=env, start_new_session=True,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
@@ -256,10 +151,10 @@ def _summary(result: _Result) -> str:
 def _slug(clean_url: str) -> str:
     """A readable directory name for a repository: ``github.com_org_repo``."""
     text = clean_url
-    if _URL.match(text):
+    if URL.match(text):
         parts = urlsplit(text)
         text = f"{parts.hostname or ''}/{parts.path}"
-    elif (scp := _SCP.match(text)) is not None:
+    elif (scp := SCP.match(text)) is not None:
         text = f"{scp.group('host')}/{scp.group('path')}"
     pieces = [p for p in re.split(r"[/\\:]+", text) if p]
     slug = _SLUG_CHARS.sub("_", "_".join(pieces[-3:])).strip("._-")
@@ -277,7 +172,7 @@ def cache_key(repository: str) -> str:
             url = unquote(parts.path)
     if is_local(url):
         return str(Path(url).expanduser().resolve())
-    if _URL.match(url):
+    if URL.match(url):
         parts = urlsplit(url)
         netloc = parts.netloc.rpartition("@")
         netloc_text = netloc[0] + netloc[1] + netloc[2].lower()
@@ -304,6 +199,7 @@ class RepoCache:
         self.masker = masker
         self.timeout_s = timeout_s
         self._log_fn = log
+        self._auth: GitAuth | None = None  # the current checkout's login, if it needs one
         masker.add(credentials.password)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -317,7 +213,7 @@ class RepoCache:
     def _git(self, args: Sequence[str], cwd: Path | None, *, what: str = "",
              network: bool = False, check: bool = True) -> _Result:
         timeout = self.timeout_s if network else min(self.timeout_s, _LOCAL_TIMEOUT_S)
-        result = _run_git(args, cwd, timeout)
+        result = _run_git(args, cwd, timeout, auth=self._auth if network else None)
         if check and result.returncode != 0:
             what = what or "git " + " ".join(args[:2])
             raise self._error(f"{what} failed: {_summary(result)}", result.output)
@@ -344,9 +240,10 @@ class RepoCache:
         commit, tag, branch = (commit or "").strip(), (tag or "").strip(), (branch or "").strip()
         if not repository:
             raise VcsError("the task has no repository to check out")
-        for secret in _url_secrets(repository):
+        for secret in url_secrets(repository):
             self.masker.add(secret)
         clean = strip_credentials(repository)
+        self._auth = self.credentials.auth_for(repository)
         if is_local(repository):
             local = Path(repository).expanduser()
             if not local.is_absolute():
@@ -514,29 +411,11 @@ class RepoCache:
         self._log("vcs: updating submodules")
         started = time.monotonic()
         config = ["-c", "protocol.file.allow=always"]
-        for new, old in self._url_rewrites(clean):
+        for new, old in self.credentials.submodule_rewrites(host_of(clean)):
             config += ["-c", f"url.{new}.insteadOf={old}"]
         self._git([*config, "submodule", "update", "--init", "--recursive", "-q"], repo,
                   what="git submodule update", network=True)
         self._log(f"vcs: submodules updated in {time.monotonic() - started:.2f}s")
-
-    def _url_rewrites(self, clean: str) -> list[tuple[str, str]]:
-        """insteadOf rules giving submodules on the repository's host the same credentials
-        (or the same forced ssh) as the repository itself."""
-        host = _host_of(clean)
-        creds = self.credentials
-        if not host:
-            return []
-        if creds.has_user_pass and creds.applies_to(host):
-            userinfo = f"{quote(creds.user, safe='')}:{quote(creds.password, safe='')}"
-            return [(f"https://{userinfo}@{host}/", f"https://{host}/"),
-                    (f"https://{userinfo}@{host}/", f"git@{host}:")]
-        if creds.force_ssh and not creds.has_user_pass:
-            user = creds.ssh_user or "git"
-            if creds.ssh_port:
-                return [(f"ssh://{user}@{_hostport(host, creds.ssh_port)}/", f"https://{host}/")]
-            return [(f"{user}@{host}:", f"https://{host}/")]
-        return []
 
 
 def _strip_branch(branch: str) -> str:

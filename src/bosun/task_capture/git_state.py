@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from bosun.agent.vcs import is_local, strip_credentials
+from bosun.agent.git_credentials import is_local, strip_credentials
 
 GIT_TIMEOUT_S = 120.0
 # Settings that would change what `git diff` prints, pinned to what `git apply` expects.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -92,7 +93,31 @@ def _check_project(conn: Connection, project_id: Any) -> None:
 
 
 def _client_fields(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if k not in SERVER_FIELDS}
+    fields = {k: v for k, v in body.items() if k not in SERVER_FIELDS}
+    script = fields.get("script")
+    if isinstance(script, dict):
+        _no_credentials(script.get("repository"))
+    return fields
+
+
+# A lone user name in a URL is a token when it looks like one (GitHub, GitLab, Bitbucket).
+_TOKEN_PREFIXES = ("ghp_", "gho_", "ghs_", "ghu_", "github_pat_", "glpat-", "x-token-auth")
+
+
+def _no_credentials(repository: Any) -> None:
+    """A repository URL with a password or token in it would be stored and shown to anyone
+    who can read the task: refused, naming the place the agents take credentials from."""
+    if not isinstance(repository, str) or not repository.lower().startswith(("http://",
+                                                                             "https://")):
+        return
+    userinfo = urlsplit(repository).netloc.rpartition("@")[0]
+    user, _, password = userinfo.partition(":")
+    if password or user.startswith(_TOKEN_PREFIXES) or len(user) >= 32:
+        raise errors.ValidationError(
+            "field 'script.repository' holds credentials (user:token@...), which would be "
+            "stored and shown with the task: give the URL without them, and the credentials to "
+            "the agents (agent.git_user / agent.git_pass in clearml.conf)",
+            field="script.repository")
 
 
 def change_status(
