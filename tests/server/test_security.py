@@ -224,3 +224,45 @@ def test_a_plain_or_user_only_repository_url_is_kept(api: Session) -> None:
         task_id = api.call("tasks.create", {"name": "ok", "script": {"repository": url}})["id"]
         stored = api.call("tasks.get_by_id", {"task": task_id})["task"]["script"]["repository"]
         assert stored == url
+
+
+# --- bad input: typed fields, nothing malformed stored ---------------------------------------
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("hyperparams", [1, 2], "must be an object"),
+    ("models", "s", "must be an object"),
+    ("last_metrics", "s", "must be an object"),
+    ("system_tags", None, "must be a list"),
+    ("tags", 5, "must be a list"),
+    ("tags", ["ok", 5], "tags[1]"),
+    ("name", "n" * 5000, "longer than 1024"),
+    ("script", {"repository": 5}, "script.repository"),
+    ("hyperparams", {"Args": {"lr": 1}}, "hyperparams.Args.lr"),
+])
+def test_a_task_field_of_the_wrong_shape_is_a_400_naming_it(api: Session, field: str,
+                                                           value: Any, says: str) -> None:
+    with pytest.raises(ApiError) as err:
+        api.call("tasks.create", {"name": "poison", field: value})
+    assert err.value.code == 400 and err.value.subcode == 12
+    assert says in err.value.msg and field in err.value.msg, err.value.msg
+
+
+def test_other_bad_values_are_400s(api: Session) -> None:
+    task_id = api.call("tasks.create", {"name": "target"})["id"]
+    for endpoint, body, says in [
+        ("tasks.edit", {"task": task_id, "name": {"a": 1}}, "field 'name' must be a string"),
+        ("events.get_task_log", {"task": task_id, "scroll_id": 2**70}, "scroll_id"),
+        ("events.get_task_log", {"task": task_id, "scroll_id": str(2**70)}, "scroll id"),
+        ("tasks.get_all", {"name": "a\u0000b"}, "NUL"),
+        ("queues.create", {"name": "q" * 600}, "longer than 512"),
+    ]:
+        with pytest.raises(ApiError) as err:
+            api.call(endpoint, body)
+        assert err.value.code == 400 and says in err.value.msg, (endpoint, err.value.msg)
+    # A NUL in a console line is kept as U+FFFD; elsewhere in an event it is refused.
+    result = api.add_events([{"type": "log", "task": task_id, "msg": "bin\u0000ary"},
+                             {"type": "log", "task": task_id, "msg": "m", "level": "i\u0000"}])
+    assert result["added"] == 1 and result["errors"] == 1, result
+    lines = api.call("events.get_task_log", {"task": task_id})["events"]
+    assert [e["msg"] for e in lines] == ["bin\ufffdary"]

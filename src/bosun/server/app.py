@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from bosun.api import errors
 from bosun.api.envelope import envelope
-from bosun.server import auth, revocations
+from bosun.server import auth, revocations, schemas, storage_faults
 from bosun.server.call import Call, ServerState
 from bosun.server.config import ServerConfig
 from bosun.server.identity import identify
@@ -134,7 +134,10 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Starle
             streamed = endpoint in STREAMED_BODY_ENDPOINTS
             if streamed:
                 _declared_length(request, limit)
-            body = {} if streamed else _parse_body(await _read_body(request, limit), request)
+            raw = b"" if streamed else await _read_body(request, limit)
+            body = dict(request.query_params) if streamed else _parse_body(raw, request)
+            schemas.validate(endpoint, body, may_hold_nul=b"\\u0000" in raw
+                             or bool(request.url.query))
             call = Call(
                 endpoint=endpoint, body=body, identity=identity, state=state,
                 worker=next((headers[h] for h in WORKER_HEADERS if h in headers), None),
@@ -147,10 +150,13 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Starle
             status = exc.code
             payload = envelope(endpoint, version, trx, None, exc)
         except Exception as exc:
-            log.exception("%s failed (trx %s)", endpoint, trx)
             status = 500
-            payload = envelope(endpoint, version, trx, None, errors.InternalError(
-                f"internal server error ({type(exc).__name__}); see the server log, trx {trx}"))
+            fault = storage_faults.describe(exc)
+            if fault is None:
+                log.exception("%s failed (trx %s)", endpoint, trx)
+                fault = (f"internal server error ({type(exc).__name__}); see the server log, "
+                         f"trx {trx}")
+            payload = envelope(endpoint, version, trx, None, errors.InternalError(fault))
         log.debug("%s %s %d %.1fms", request.method, endpoint, status,
                   (time.perf_counter() - started) * 1000)
         return _json(payload, status)

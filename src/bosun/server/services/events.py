@@ -13,7 +13,7 @@ from anyio import to_thread
 from sqlalchemy.engine import Connection
 
 from bosun.api import errors
-from bosun.server import event_streams
+from bosun.server import event_streams, schemas
 from bosun.server.call import Call
 from bosun.server.fields import optional, required, str_list
 from bosun.server.services import tasks as tasks_service
@@ -68,9 +68,11 @@ async def _event_groups(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[Any]
 def _parse_line(line: bytes, number: int, into: list[Any]) -> None:
     if line.strip():
         try:
-            into.append(orjson.loads(line))
+            event = orjson.loads(line)
         except orjson.JSONDecodeError:
             into.append(ValueError(f"line {number} is not valid JSON"))
+            return
+        into.append(_without_nul(event, number) if b"\\u0000" in line else event)
 
 
 def _parse_list(raw: bytes) -> list[Any]:
@@ -78,7 +80,24 @@ def _parse_list(raw: bytes) -> list[Any]:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise errors.ValidationError(f"malformed events body: {exc}") from exc
-    return parsed if isinstance(parsed, list) else [parsed]
+    items = parsed if isinstance(parsed, list) else [parsed]
+    if b"\\u0000" in raw:
+        items = [_without_nul(event, number) for number, event in enumerate(items, 1)]
+    return items
+
+
+def _without_nul(event: Any, number: int) -> Any:
+    """A NUL in a console line (a task printed binary output) becomes U+FFFD rather than
+    losing the line; anywhere else it makes the event unstorable (PostgreSQL can not hold it)."""
+    if not isinstance(event, dict):
+        return event
+    if isinstance(event.get("msg"), str):
+        event["msg"] = event["msg"].replace("\x00", "\ufffd")
+    try:
+        schemas.no_nul(event)
+    except errors.ApiError as exc:
+        return ValueError(f"event {number}: {exc.msg}")
+    return event
 
 
 def _row(event: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +181,8 @@ def _ingest(call: Call, items: list[Any]) -> dict[str, Any]:
             errors_info[str(item)] += 1
         elif not isinstance(item, dict) or not item.get("task") or not item.get("type"):
             errors_info["an event needs 'task' and 'type'"] += 1
+        elif (problem := schemas.event_problem(item)) is not None:
+            errors_info[problem] += 1
         else:
             try:
                 parsed.append((_row(item), event_streams.position(item)))
@@ -207,9 +228,12 @@ def _cursor(body: dict[str, Any]) -> int | None:
     if scroll_id in (None, ""):
         return None
     try:
-        return int(scroll_id)
+        cursor = int(scroll_id)
     except (TypeError, ValueError) as exc:
         raise errors.InvalidScrollId(f"invalid scroll id: {scroll_id!r}") from exc
+    if not 0 <= cursor < 2**62:
+        raise errors.InvalidScrollId(f"invalid scroll id: {scroll_id!r}")
+    return cursor
 
 
 def _batch_size(body: dict[str, Any]) -> int:

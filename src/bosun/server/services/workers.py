@@ -206,9 +206,14 @@ def set_runtime_properties(call: Call) -> dict[str, Any]:
     return {"added": added, "removed": removed, "errors": errs}
 
 
+MAX_PROPERTY_KEY = 512  # its column's size
+
+
 def _property_problem(item: Any) -> str:
     if not isinstance(item, dict) or not isinstance(item.get("key"), str):
         return "each property needs a string 'key'"
+    if len(item["key"]) > MAX_PROPERTY_KEY:
+        return f"a property key is at most {MAX_PROPERTY_KEY} characters"
     expiry = item.get("expiry")
     if expiry is not None and (isinstance(expiry, bool) or not isinstance(expiry, int | float)
                                or expiry < 0):

@@ -1,0 +1,58 @@
+"""The database's disk full under a real server (SQLite on a small tmpfs that the test fills):
+callers get a message naming the fault, the server stays up and stores again once the fault is
+cleared."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.server_process import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        if os.environ.get("CI"):
+            raise RuntimeError(f"mount tmpfs failed under CI: {made.stderr}")
+        pytest.skip(f"can not mount a tmpfs here (needs root): {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _create(server: ServerProcess, name: str) -> httpx.Response:
+    return httpx.post(f"{server.url}/tasks.create", json={"name": name, "comment": "c" * 4000},
+                      timeout=30)
+
+
+def test_a_full_disk_is_said_and_survived(small_disk: Path) -> None:
+    with ServerProcess(str(small_disk / "bosun.db")) as server:
+        assert _create(server, "before").status_code == 200
+        filler = small_disk / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True,
+                       check=False)  # until the disk is full
+        answers = [_create(server, f"full-{n}") for n in range(200)]
+        full = [a for a in answers if a.status_code != 200]
+        assert full, "the disk never filled up"
+        meta = full[0].json()["meta"]
+        assert full[0].status_code == 500 and "database is full" in meta["result_msg"], meta
+        assert httpx.post(f"{server.url}/debug.ping", timeout=10).status_code == 200
+        assert httpx.post(f"{server.url}/tasks.get_all", json={"name": "^before$"},
+                          timeout=10).json()["data"]["tasks"]
+        filler.unlink()
+        assert _create(server, "after room").status_code == 200  # recovered by itself
+        assert "Traceback" not in server.log()
+        assert server.log().count("database is full") == 1  # said once, not per call
