@@ -9,7 +9,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,21 @@ def fault_server(work: Path) -> Iterator[ServerProcess]:
         yield server
 
 
+def _daemon(config: Path, work: Path, queue_name: str, state: Path,
+            *extra: str) -> DaemonProcess:
+    """A started daemon on `queue_name` with its own state dir (one machine's agents)."""
+    proc = DaemonProcess(config, work, "--queue", queue_name, *extra)
+    proc.env["BOSUN_AGENT_STATE_DIR"] = str(state)
+    return proc.start()
+
+
+def _completed(api: Session, task_id: str, what: str,
+               on_timeout: Callable[[], str]) -> dict[str, Any]:
+    """The task once it is `completed` (waits up to 60 s)."""
+    return wait_for(lambda: (t := api.call("tasks.get_by_id", {"task": task_id})["task"])[
+        "status"] == "completed" and t, 60, what, on_timeout)
+
+
 def _restart_on_same_port(old: ServerProcess) -> ServerProcess:
     new = ServerProcess(old.db, extra_args=["--worker-timeout", WORKER_TIMEOUT])
     new.port, new.url = old.port, old.url
@@ -86,9 +101,7 @@ def test_agents_killed_while_30_tasks_drain_lose_nothing(work: Path,
     state = work / f"agents-{uuid.uuid4().hex[:4]}"
 
     def daemon(number: int) -> DaemonProcess:
-        proc = DaemonProcess(config, work, "--queue", queue_name, "--create-queue")
-        proc.env["BOSUN_AGENT_STATE_DIR"] = str(state)
-        return proc.start()
+        return _daemon(config, work, queue_name, state, "--create-queue")
 
     daemons = [daemon(n) for n in range(3)]
     rng = random.Random(12)
@@ -150,9 +163,7 @@ def test_a_server_outage_across_a_tasks_end_loses_no_line(work: Path,
         time.sleep(40)  # longer than the agent used to keep trying (30 s)
         restarted = _restart_on_same_port(fault_server).start()
         with Session(restarted.url, "k", "s") as api:
-            task = wait_for(
-                lambda: (t := api.call("tasks.get_by_id", {"task": task_id})["task"])[
-                    "status"] == "completed" and t, 60, "the final status", agent.log)
+            task = _completed(api, task_id, "the final status", agent.log)
             lines = [line for line in task_log(api, task_id) if line.startswith("line ")]
         assert lines == [f"line {i}" for i in range(200)], (len(lines), lines[-3:])
         assert task["status_reason"] == "completed"
@@ -169,9 +180,7 @@ def test_an_agent_stopped_while_the_server_is_away_leaves_its_debt_to_the_next(
     config = write_config(work / "outbox.conf", fault_server.url, work)
     queue_name = f"outbox-{uuid.uuid4().hex[:6]}"
     state = work / f"outbox-state-{uuid.uuid4().hex[:4]}"
-    first = DaemonProcess(config, work, "--queue", queue_name, "--create-queue")
-    first.env["BOSUN_AGENT_STATE_DIR"] = str(state)
-    first.start()
+    first = _daemon(config, work, queue_name, state, "--create-queue")
     restarted: ServerProcess | None = None
     second: DaemonProcess | None = None
     try:
@@ -189,13 +198,9 @@ def test_an_agent_stopped_while_the_server_is_away_leaves_its_debt_to_the_next(
         assert first.stop(timeout=60) == 0  # gives up after its grace, keeps what it owes
         assert list((state / "outbox").glob("*.jsonl")), first.log()
         restarted = _restart_on_same_port(fault_server).start()
-        second = DaemonProcess(config, work, "--queue", queue_name)
-        second.env["BOSUN_AGENT_STATE_DIR"] = str(state)
-        second.start()
+        second = _daemon(config, work, queue_name, state)
         with Session(restarted.url, "k", "s") as api:
-            task = wait_for(
-                lambda: (t := api.call("tasks.get_by_id", {"task": task_id})["task"])[
-                    "status"] == "completed" and t, 60, "the owed final status", second.log)
+            task = _completed(api, task_id, "the owed final status", second.log)
             lines = [line for line in task_log(api, task_id) if line.startswith("line ")]
         assert lines == [f"line {i}" for i in range(200)], (len(lines), lines[-3:])
         assert task["status_reason"] == "completed"
@@ -228,9 +233,7 @@ def test_an_agent_killed_while_the_server_is_away_leaves_its_debt_to_the_next(
     queue_name = f"journal-{uuid.uuid4().hex[:6]}"
     state = work / f"journal-state-{uuid.uuid4().hex[:4]}"
     mark = work / f"journal-mark-{uuid.uuid4().hex[:4]}"
-    first = DaemonProcess(config, work, "--queue", queue_name, "--create-queue")
-    first.env["BOSUN_AGENT_STATE_DIR"] = str(state)
-    first.start()
+    first = _daemon(config, work, queue_name, state, "--create-queue")
     restarted: ServerProcess | None = None
     second: DaemonProcess | None = None
     try:
@@ -254,13 +257,9 @@ def test_an_agent_killed_while_the_server_is_away_leaves_its_debt_to_the_next(
         first.proc.kill()  # kill -9: nothing but the journal on disk survives
         first.proc.wait()
         restarted = _restart_on_same_port(fault_server).start()
-        second = DaemonProcess(config, work, "--queue", queue_name)
-        second.env["BOSUN_AGENT_STATE_DIR"] = str(state)
-        second.start()
+        second = _daemon(config, work, queue_name, state)
         with Session(restarted.url, "k", "s") as api:
-            task = wait_for(
-                lambda: (t := api.call("tasks.get_by_id", {"task": task_id})["task"])[
-                    "status"] == "completed" and t, 60, "the owed final status", second.log)
+            task = _completed(api, task_id, "the owed final status", second.log)
             log = task_log(api, task_id)
         lines = [line for line in log if line.startswith("line ")]
         assert lines == [f"line {i}" for i in range(200)], (len(lines), lines[-3:])
@@ -315,9 +314,7 @@ def test_an_agent_whose_task_was_requeued_behind_its_back_stops_its_copy(
             with Session(fault_server.url, "k", "s", worker=worker) as impostor:
                 impostor.call("workers.register", {"worker": worker, "queues": [queue],
                                                    "restarted": True})
-            task = wait_for(
-                lambda: (t := api.call("tasks.get_by_id", {"task": task_id})["task"])[
-                    "status"] == "completed" and t, 60, "the second run to complete", agent.log)
+            task = _completed(api, task_id, "the second run to complete", agent.log)
             lines = task_log(api, task_id)
         assert "first run gone" in lines, lines
         assert any("task was requeued by the server" in line for line in lines), lines

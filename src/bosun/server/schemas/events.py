@@ -12,11 +12,10 @@ from bosun.server.schemas.types import (
     Body,
     Flag,
     Id,
-    Ids,
     Integer,
     Line,
+    ManyTasks,
     Number,
-    Strings,
     TaskRef,
     Text,
     Timestamp,
@@ -58,10 +57,6 @@ class ScalarHistogram(TaskRef):
     samples: Integer | None = None
 
 
-class ManyTasks(Body):
-    tasks: Ids | None = None
-
-
 class Plots(TaskRef):
     iters: Integer | None = None
     scroll_id: Cursor | None = None
@@ -72,11 +67,6 @@ class DebugImages(Body):
     metrics: list[Any] | None = None
     iters: Integer | None = None
     scroll_id: Cursor | None = None
-
-
-class Metrics(TaskRef):
-    event_type: Line | None = None
-    metrics: Strings | None = None
 
 
 SCHEMAS: dict[str, type[Body]] = {

@@ -11,6 +11,7 @@ from bosun.server.schemas.types import (
     Ids,
     Integer,
     Line,
+    Listing,
     Name,
     Number,
     Object,
@@ -35,13 +36,6 @@ class QueueFields(QueueRef):
     system_tags: Tags | None = None
     metadata: Object | None = None
     force: Flag | None = None
-
-
-class QueueGetAll(Paging):
-    id: Ids | None = None
-    name: Line | None = None
-    tags: Strings | None = None
-    system_tags: Strings | None = None
 
 
 class QueueTask(QueueRef):
@@ -81,13 +75,9 @@ class ModelFields(Body):
     force: Flag | None = None
 
 
-class ModelGetAll(Paging):
-    id: Ids | None = None
-    name: Line | None = None
+class ModelGetAll(Listing):
     project: Ids | None = None
     task: Ids | None = None
-    tags: Strings | None = None
-    system_tags: Strings | None = None
     framework: Strings | None = None
     uri: Strings | None = None
     user: Strings | None = None
@@ -153,7 +143,7 @@ class Revoke(Body):
 SCHEMAS: dict[str, type[Body]] = {
     "queues.create": QueueFields,
     "queues.get_by_id": QueueRef,
-    "queues.get_all": QueueGetAll,
+    "queues.get_all": Listing,
     "queues.get_default": Body,
     "queues.get_num_entries": QueueRef,
     "queues.update": QueueFields,

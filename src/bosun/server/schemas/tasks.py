@@ -13,10 +13,11 @@ from bosun.server.schemas.types import (
     Ids,
     Integer,
     Line,
+    Listing,
+    ManyTasks,
     Name,
     Object,
     Objects,
-    Paging,
     StatusChange,
     Strings,
     Tags,
@@ -107,15 +108,11 @@ class Clone(TaskRef):
     execution_overrides: Object | None = None
 
 
-class GetAll(Paging):
-    id: Ids | None = None
-    name: Line | None = None
+class GetAll(Listing):
     status: Strings | None = None
     project: Ids | None = None
     type: Strings | None = None
     user: Strings | None = None
-    tags: Strings | None = None
-    system_tags: Strings | None = None
     search_hidden: Flag | None = None
 
 
@@ -159,9 +156,8 @@ class ModelLinks(TaskRef):
     models: Objects | None = None
 
 
-class ManyTasks(Body):
-    tasks: Ids | None = None
-    task: Ids | None = None
+class TaskIds(ManyTasks):
+    task: Ids | None = None  # tasks.get_* take one task under this name too
 
 
 class HyperParams(TaskRef):
@@ -175,7 +171,7 @@ class DeleteHyperParams(TaskRef):
     force: Flag | None = None
 
 
-class GetConfigurations(ManyTasks):
+class GetConfigurations(TaskIds):
     names: Strings | None = None
 
 
@@ -213,7 +209,7 @@ SCHEMAS: dict[str, type[Body]] = {
     "tasks.delete_artifacts": Artifacts,
     "tasks.add_or_update_model": ModelLink,
     "tasks.delete_models": ModelLinks,
-    "tasks.get_hyper_params": ManyTasks,
+    "tasks.get_hyper_params": TaskIds,
     "tasks.edit_hyper_params": HyperParams,
     "tasks.delete_hyper_params": DeleteHyperParams,
     "tasks.get_configurations": GetConfigurations,

@@ -67,3 +67,16 @@ class Paging(Body):
     size: Integer | None = None
     only_fields: Strings | None = None
     order_by: Strings | None = None
+
+
+class Listing(Paging):
+    """A get_all that filters by id, name (a regex) and tags."""
+
+    id: Ids | None = None
+    name: Line | None = None
+    tags: Strings | None = None
+    system_tags: Strings | None = None
+
+
+class ManyTasks(Body):
+    tasks: Ids | None = None
