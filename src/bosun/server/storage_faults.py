@@ -25,6 +25,11 @@ _KINDS = (
      "nothing was stored)"),
     (("disk i/o error", "input/output error", "could not write"),
      "the server's database had an I/O error writing to its disk (nothing was stored)"),
+    # After its disk failed, SQLite reads zeroes or nothing and says so in these words.
+    (("database disk image is malformed", "file is not a database",
+      "unable to open database file"),
+     "the server's database can not be read from its disk (an I/O error, a disk gone away "
+     "or a damaged file; the call was not carried out)"),
 )
 LOG_EVERY_SECONDS = 60.0
 
