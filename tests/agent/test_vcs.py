@@ -552,3 +552,32 @@ def test_secret_masker() -> None:
     assert masker.mask("ab cab") == "ab cab"
     assert masker.mask("see https://x:y@h/r") == "see https://****@h/r"
     assert masker.mask("") == ""
+
+
+# What clearml-task appends to a task's diff to put Task.init at the top of its script: a hunk
+# with no context lines, which git applies only with --unidiff-zero (as clearml-agent runs it).
+TASK_INIT_HUNK = (
+    "diff --git a/a.txt b/a.txt\n--- a/a.txt\n+++ b/a.txt\n@@ -0,0 +1,4 @@\n"
+    "+try: from allegroai import Task\n+except ImportError: from clearml import Task\n"
+    '+(__name__ != "__main__") or Task.init()\n+\n'
+)
+
+
+def test_zero_context_hunk_after_a_diff_applies(tmp_path: Path, upstream: Upstream) -> None:
+    def edit(work: Path) -> None:
+        (work / "a.txt").write_text((work / "a.txt").read_text().replace("line 5", "five"))
+
+    diff = make_diff(upstream, tmp_path, upstream.c2, edit) + TASK_INIT_HUNK
+    _, work = Harness(tmp_path).checkout(upstream.url, commit=upstream.c2)
+    refused = subprocess.run(["git", "apply", "--check", "-"], cwd=work, input=diff.encode(),
+                             capture_output=True, check=False)
+    assert refused.returncode != 0  # git's default: at least one line of context
+    logs: list[str] = []
+    apply_diff(work, diff, logs.append)
+    lines = (work / "a.txt").read_text().splitlines()
+    assert lines[:4] == ["try: from allegroai import Task",
+                         "except ImportError: from clearml import Task",
+                         '(__name__ != "__main__") or Task.init()', ""]
+    assert lines[4:] == ["line 1", "line 2", "line 3", "line 4", "five",
+                         "line 6", "line 7", "line 8", "line 9", "line 10"]
+    assert any("with git apply in" in line for line in logs)

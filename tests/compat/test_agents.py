@@ -79,7 +79,7 @@ class ClearmlAgentDaemon:
 api {{
   api_server: "{server.url}"
   web_server: "{server.url}"
-  files_server: "{server.url}"
+  files_server: "{server.url}/files"
   credentials {{ access_key: "compat-key", secret_key: "compat-secret" }}
 }}
 agent {{
@@ -158,32 +158,6 @@ def test_clearml_agent_aborts_a_task(api: Session, clearml_agent: tuple[ClearmlA
 
 
 # --- flow 4: bosun's agent runs a script that uses the SDK -----------------------------------
-
-
-@pytest.fixture(scope="module")
-def bosun_agent(compat_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[tuple[DaemonProcess, str]]:
-    work = tmp_path_factory.mktemp("bosun-agent")
-    queue = unique("bosun-agent")
-    config = work / "clearml.conf"
-    # The uv cache outlives the run, so the SDK's wheels are downloaded once.
-    config.write_text(f"""
-api {{
-  api_server: "{compat_server.url}"
-  credentials {{ access_key: "compat-key", secret_key: "compat-secret" }}
-}}
-agent {{
-  venvs_dir: "{work}/venvs-builds"
-  venvs_cache {{ path: "{work}/venvs-cache", free_space_threshold_gb: 0 }}
-  vcs_cache {{ enabled: true, path: "{work}/vcs-cache" }}
-  pip_download_cache {{ enabled: true, path: "{cache_root()}/uv-cache" }}
-}}
-""")
-    daemon = DaemonProcess(config, work, "--queue", queue, "--create-queue")
-    daemon.env = {k: v for k, v in daemon.env.items() if not k.startswith("CLEARML_")}
-    daemon.start()
-    yield daemon, queue
-    assert daemon.stop() == 0, daemon.log()
 
 
 def test_bosun_agent_runs_sdk_script(api: Session, bosun_agent: tuple[DaemonProcess, str],

@@ -302,7 +302,7 @@ class TaskRun:
             # `web_server` becomes the API URL.
             "CLEARML_API_HOST": api.api_server,
             "CLEARML_WEB_HOST": api.web_server or api.api_server,
-            "CLEARML_FILES_HOST": api.files_server,
+            "CLEARML_FILES_HOST": api.files_server or self._bosun_files_host(),
             "CLEARML_API_ACCESS_KEY": api.access_key, "CLEARML_API_SECRET_KEY": api.secret_key,
             "CLEARML_LOG_TASK_TO_BACKEND": "0", "PYTHONUNBUFFERED": "1",
             "VIRTUAL_ENV": str(env.venv),
@@ -310,6 +310,11 @@ class TaskRun:
         })
         variables.update(self.extra_env)
         return {k: v for k, v in variables.items() if v is not None}
+
+    def _bosun_files_host(self) -> str | None:
+        """A bosun server serves files at /files; for another server the SDK guesses (:8081)."""
+        api = self.config.api.api_server.rstrip("/")
+        return f"{api}/files" if self.session.is_bosun() else None
 
     # --- running -------------------------------------------------------------------------------
 

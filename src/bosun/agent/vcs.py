@@ -438,20 +438,24 @@ def is_script_body(diff: str) -> bool:
 def apply_diff(workdir: Path, diff: str, log: Log) -> None:
     """Apply the task's uncommitted changes (a ``git diff [--binary]``) to the checkout at
     ``workdir`` (the repository root): ``git apply``, else ``git apply --3way``; raises
-    VcsError naming the commit with git's complaints (the rejected hunks) as the detail."""
+    VcsError naming the commit with git's complaints (the rejected hunks) as the detail.
+    ``--unidiff-zero`` as clearml-agent: the hunk clearml-task adds to put ``Task.init`` at
+    the top of the script has no context lines (``@@ -0,0 +1,4 @@``), which git refuses
+    without it."""
     if not diff or not diff.strip():
         return
     text = diff if diff.endswith("\n") else diff + "\n"
     data = text.encode("utf-8", errors="surrogateescape")
     workdir = Path(workdir)
     started = time.monotonic()
-    plain = _run_git(["apply", "--whitespace=nowarn", "-"], workdir, _LOCAL_TIMEOUT_S, data)
+    options = ["--unidiff-zero", "--whitespace=nowarn", "-"]
+    plain = _run_git(["apply", *options], workdir, _LOCAL_TIMEOUT_S, data)
     if plain.returncode == 0:
         log(f"vcs: applied uncommitted changes with git apply in "
             f"{time.monotonic() - started:.2f}s")
         return
     log("vcs: git apply failed, trying git apply --3way")
-    merged = _run_git(["apply", "--3way", "--whitespace=nowarn", "-"], workdir,
+    merged = _run_git(["apply", "--3way", *options], workdir,
                       _LOCAL_TIMEOUT_S, data)
     if merged.returncode == 0:
         # --3way stages what it applied; leave the changes unstaged, as a plain apply does.

@@ -55,6 +55,9 @@ BadCredentials = _factory(401, 21, "unauthorized (malformed credentials)")
 InvalidCredentials = _factory(401, 22, "unauthorized (invalid credentials)")
 InvalidToken = _factory(401, 30, "invalid token")
 
+# 404: the files server's answer for a path it does not hold
+FileNotFound = _factory(404, 0, "file not found")
+
 # 413 / 429: too much
 RequestTooLarge = _factory(413, 0, "request body too large")
 TooManyFailedLogins = _factory(429, 0, "too many failed logins")

@@ -42,6 +42,15 @@ def add_parser(commands: Any) -> None:
                         "$BOSUN_MAX_BODY_MB); larger ones get 413")
     limits.add_argument("--max-token-days", type=_seconds, metavar="DAYS", default=30,
                         help="longest token lifetime a login may ask for (default 30 days)")
+    limits.add_argument("--max-file-mb", type=_megabytes, metavar="MB",
+                        default=os.environ.get("BOSUN_MAX_FILE_MB", str(64 << 10)),
+                        help="largest file the files server takes, in MiB (default 65536, "
+                        "or $BOSUN_MAX_FILE_MB); larger ones get 413")
+    parser.add_argument("--files-dir", default=os.environ.get("BOSUN_FILES_DIR"),
+                        help="folder of the files server (artifacts, models, debug images, "
+                        "datasets; served at /files): default $BOSUN_FILES_DIR, else 'files' "
+                        "next to the SQLite file. Several server processes or machines must "
+                        "share one folder (the same path on a shared disk)")
     parser.add_argument("--workers", type=int, default=1,
                         help="server processes sharing the port (use with PostgreSQL)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
@@ -151,7 +160,8 @@ def run_server(args: argparse.Namespace) -> int:
                           lost_task_policy=args.lost_task_policy,
                           lost_task_retries=args.lost_task_retries,
                           max_body_mb=args.max_body_mb,
-                          max_token_seconds=int(args.max_token_days * 24 * 3600))
+                          max_token_seconds=int(args.max_token_days * 24 * 3600),
+                          files_dir=args.files_dir, max_file_mb=args.max_file_mb)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _public_without_auth(args.host, config.auth_required, args.insecure_public)
@@ -165,8 +175,9 @@ def run_server(args: argparse.Namespace) -> int:
         raise UserError(f"cannot open database {url}: {exc.__class__.__name__}: "
                         f"{str(exc).splitlines()[0]}") from exc
     logging.getLogger("bosun.server").info(
-        "bosun server on http://%s:%d (database %s, auth %s; a worker silent for %g s is "
-        "lost, its tasks: %s, %d retr%s)", args.host, args.port, url,
+        "bosun server on http://%s:%d (database %s, files %s at /files, auth %s; a worker "
+        "silent for %g s is lost, its tasks: %s, %d retr%s)", args.host, args.port, url,
+        state.files.root if state.files else "off",
         "on" if config.auth_required else "off", config.worker_timeout,
         config.lost_task_policy, config.lost_task_retries,
         "y" if config.lost_task_retries == 1 else "ies")

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,6 +28,8 @@ from bosun.api.envelope import envelope
 from bosun.server import auth, revocations, schemas, storage_faults
 from bosun.server.call import Call, ServerState
 from bosun.server.config import ServerConfig
+from bosun.server.files.file_store import FileStore, default_files_dir
+from bosun.server.files.routes import file_routes
 from bosun.server.identity import identify
 from bosun.server.queue_wakeups import QueueWakeups
 from bosun.server.queue_watch import watching
@@ -54,9 +57,19 @@ def open_state(config: ServerConfig) -> ServerState:
     state = ServerState(store=store, signer=signer, auth_required=config.auth_required,
                         wakeups=QueueWakeups(), recovery=config.recovery,
                         max_body_bytes=int(config.max_body_mb * (1 << 20)),
-                        max_token_seconds=config.max_token_seconds)
+                        max_token_seconds=config.max_token_seconds,
+                        files=open_files(config))
     revocations.load(store, signer)
     return state
+
+
+def open_files(config: ServerConfig) -> FileStore:
+    root = Path(config.files_dir).expanduser() if config.files_dir else default_files_dir(
+        config.db)
+    files = FileStore(root.resolve(), int(config.max_file_mb * (1 << 20)))
+    if swept := files.sweep_incoming():
+        log.info("files: removed %d unfinished upload(s) left by a stopped server", swept)
+    return files
 
 
 def _json(payload: dict[str, Any], status: int) -> Response:
@@ -164,9 +177,8 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Starle
     async def not_found(request: Request) -> Response:
         if request.method == "POST" and request.url.path == "/":
             # The clearml SDK uploads artifacts, models and debug images to its files host.
-            message = ("bosun has no file server: give the task a storage destination "
-                       "(Task.init(output_uri=...) or sdk.development.default_output_uri: a "
-                       "shared path, s3://, gs://, azure://)")
+            message = (f"bosun's files server is at {request.base_url}files: set "
+                       "api.files_server (or CLEARML_FILES_HOST) to that address")
         else:
             message = (f"no such endpoint: {request.url.path}; calls look like "
                        "POST /v2.23/<service>.<action>")
@@ -186,6 +198,7 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Starle
 
     methods = ["GET", "POST"]
     routes = [
+        *file_routes(state),
         Route("/v{version}/{endpoint}", dispatch, methods=methods),
         Route("/{endpoint}", dispatch, methods=methods),
         Route("/{path:path}", not_found, methods=methods),

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bosun.server.auth import Identity, TokenSigner
 from bosun.server.config import DEFAULT_MAX_BODY_MB, DEFAULT_MAX_TOKEN_SECONDS, RecoveryPolicy
 from bosun.server.login_throttle import LoginThrottle
 from bosun.server.queue_wakeups import QueueWakeups
 from bosun.server.store import Store
+
+if TYPE_CHECKING:
+    from bosun.server.files.file_store import FileStore
 
 
 @dataclass
@@ -23,6 +26,7 @@ class ServerState:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20
     max_token_seconds: int = DEFAULT_MAX_TOKEN_SECONDS
+    files: FileStore | None = None  # the files server's folder
 
 
 @dataclass

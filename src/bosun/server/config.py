@@ -9,6 +9,7 @@ from dataclasses import dataclass
 LOST_TASK_POLICIES = ("requeue", "fail")
 DEFAULT_MAX_BODY_MB = 64  # the clearml SDK keeps its requests under 15 MB
 DEFAULT_MAX_TOKEN_SECONDS = 30 * 24 * 3600  # as ClearML's server
+DEFAULT_MAX_FILE_MB = 64 << 10  # one uploaded file: 64 GiB
 
 
 def is_loopback(host: str) -> bool:
@@ -46,6 +47,8 @@ class ServerConfig:
     lost_task_retries: int = 1
     max_body_mb: float = DEFAULT_MAX_BODY_MB
     max_token_seconds: int = DEFAULT_MAX_TOKEN_SECONDS
+    files_dir: str | None = None  # None: next to the SQLite file (files_store.py)
+    max_file_mb: float = DEFAULT_MAX_FILE_MB
 
     @property
     def auth_required(self) -> bool:

@@ -153,3 +153,61 @@ def test_tasks_land_in_their_project(api: Session) -> None:
     assert [t["id"] for t in api.call("tasks.get_all", {"project": [first]})["tasks"]] \
         == [task_id]
     assert api.call("tasks.get_all", {"project": [second]})["tasks"] == []
+
+
+# --- nested projects -------------------------------------------------------------------------
+
+
+def test_create_of_a_nested_name_makes_the_missing_parents(api: Session) -> None:
+    """As ClearML: `a/sub/leaf` makes `a` and `a/sub` when missing; each project's `parent` is
+    the one right above it and `path` all those above it, top first."""
+    root = _unique("tree")
+    leaf = _create(api, f"{root}/sub/leaf")
+    by_name = {p["name"]: p for p in _all(api, name=f"^{re.escape(root)}(/|$)")}
+    assert sorted(by_name) == [root, f"{root}/sub", f"{root}/sub/leaf"]
+    top, sub = by_name[root]["id"], by_name[f"{root}/sub"]["id"]
+    assert by_name[root]["parent"] is None and by_name[root]["path"] == []
+    assert by_name[root]["basename"] == root and by_name[root]["description"] == ""
+    assert by_name[f"{root}/sub"]["parent"] == top
+    assert _get(api, leaf)["parent"] == sub and _get(api, leaf)["path"] == [top, sub]
+    other = _create(api, f"{root}/sub/other")  # existing parents are reused, not doubled
+    assert _get(api, other)["path"] == [top, sub]
+    assert len(_all(api, name=f"^{re.escape(root)}(/|$)")) == 4
+    err = _error(api, "projects.create", {"name": f"{root}/sub"})
+    assert err.subcode == 801  # the parent made on the way is a real project
+    assert _get(api, _create(api, f" {root} // spaced / x "))["name"] == f"{root}/spaced/x"
+
+
+def test_get_all_by_parent_and_shallow_search(api: Session) -> None:
+    root = _unique("shallow")
+    ids = {name: _create(api, f"{root}{name}") for name in ("/a/x", "/a/y/z", "/b")}
+    by_name = {p["name"]: p["id"] for p in _all(api, name=f"^{re.escape(root)}(/|$)")}
+    top, a = by_name[root], by_name[f"{root}/a"]
+
+    def names(**body: Any) -> list[str]:
+        return sorted(p["name"][len(root):] for p in _all(api, **body))
+
+    # parent alone: every project under it, at any depth
+    assert names(parent=[a]) == ["/a/x", "/a/y", "/a/y/z"]
+    assert names(parent=top, shallow_search=False) == ["/a", "/a/x", "/a/y", "/a/y/z", "/b"]
+    # with shallow_search: the direct children only
+    assert names(parent=[a], shallow_search=True) == ["/a/x", "/a/y"]
+    assert names(parent=[top, ids["/b"]], shallow_search=True) == ["/a", "/b"]
+    # shallow_search alone: the top-level projects
+    top_level = {p["id"] for p in _all(api, shallow_search=True)}
+    assert top in top_level and a not in top_level and ids["/b"] not in top_level
+    assert _all(api, parent=[a], shallow_search=True, page=1, page_size=1)[0]["name"] \
+        == f"{root}/a/y"
+
+
+def test_rename_moves_the_children(api: Session) -> None:
+    root = _unique("move")
+    leaf = _create(api, f"{root}/old/leaf")
+    [old_project] = _all(api, name=f"^{re.escape(root)}/old$")
+    old = old_project["id"]
+    api.call("projects.update", {"project": old, "name": f"{root}/new/place"})
+    assert _get(api, leaf)["name"] == f"{root}/new/place/leaf"
+    new_parent = _all(api, name=f"^{re.escape(root)}/new$")[0]["id"]
+    assert _get(api, old)["parent"] == new_parent
+    err = _error(api, "projects.update", {"project": old, "name": f"{root}/new/place/leaf/in"})
+    assert err.subcode == 12

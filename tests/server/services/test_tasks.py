@@ -87,7 +87,7 @@ def test_create_starts_with_clearml_defaults(api: Session, project: str) -> None
     assert task["name"] == "fresh"
     assert task["project"] == project
     assert task["status"] == "created"
-    assert task["execution"] == {}
+    assert task["execution"] == {"artifacts": []}  # ClearML answers a list, even empty
     assert task["script"] == {}
     assert task["hyperparams"] == {}
     assert task["configuration"] == {}
@@ -393,7 +393,8 @@ def test_clone_copies_the_recipe_and_starts_fresh(api: Session, project: str) ->
     assert clone["container"] == container
     assert clone["tags"] == ["t1"]
     assert clone["comment"] == "hello"
-    assert clone["execution"] == {"docker_cmd": "img"}  # execution.queue dropped
+    # execution.queue dropped
+    assert clone["execution"] == {"docker_cmd": "img", "artifacts": []}
     assert clone["runtime"] == {}
     assert clone["started"] is None and clone["completed"] is None
     assert _get(api, source)["execution"]["queue"] == queue  # the source keeps its own
@@ -423,7 +424,7 @@ def test_clone_overrides(api: Session, project: str) -> None:
     assert clone["tags"] == ["n"]
     assert clone["comment"] == "cc"
     assert clone["hyperparams"] == {}
-    assert clone["execution"] == {"docker_cmd": "other"}
+    assert clone["execution"] == {"docker_cmd": "other", "artifacts": []}
 
 
 def test_clone_of_unknown_task(api: Session) -> None:
@@ -443,7 +444,7 @@ def test_enqueue_by_queue_id(api: Session, project: str) -> None:
     assert result["fields"]["execution.queue"] == queue
     task = _get(api, task_id)
     assert task["status"] == "queued"
-    assert task["execution"] == {"docker_cmd": "img", "queue": queue}
+    assert task["execution"] == {"docker_cmd": "img", "queue": queue, "artifacts": []}
     assert task["system_tags"] == ["keep"]  # an enqueued task is no longer a development run
     assert _entries(api, queue) == [task_id]
 
@@ -489,7 +490,7 @@ def test_enqueue_refusals_leave_the_task_alone(api: Session, project: str) -> No
                                          "queue_name": _unique("q")})
     assert both.subcode == 12
     task = _get(api, task_id)
-    assert task["status"] == "created" and task["execution"] == {}
+    assert task["status"] == "created" and task["execution"] == {"artifacts": []}
     assert _error(api, "tasks.enqueue", {"task": uuid.uuid4().hex,
                                          "queue": _queue(api)}).subcode == 101
 

@@ -40,18 +40,21 @@ def _stats(cpu: float, free: int) -> dict[str, Any]:
 def test_register_with_queue_names_and_ids(api: Session) -> None:
     by_name_id, by_name = _queue(api)
     by_id, by_id_name = _queue(api)
+    queued = []
     for _ in range(2):
-        task_id = api.call("tasks.create", {"name": _unique("t")})["id"]
+        name = _unique("t")
+        task_id = api.call("tasks.create", {"name": name})["id"]
         api.call("tasks.enqueue", {"task": task_id, "queue": by_name_id})
+        queued.append({"id": task_id, "name": name})
     worker = _unique("agent:gpu0")
     registered = api.call("workers.register", {"worker": worker, "queues": [by_name, by_id]})
     assert registered == {"timeout": 60}  # the server's default --worker-timeout
     [entry] = _workers(api, f"^{worker}$").values()
     assert entry["id"] == worker
     assert entry["queues"] == [
-        {"id": by_name_id, "name": by_name, "num_tasks": 2},
-        {"id": by_id, "name": by_id_name, "num_tasks": 0},
-    ]
+        {"id": by_name_id, "name": by_name, "num_tasks": 2, "next_task": queued[0]},
+        {"id": by_id, "name": by_id_name, "num_tasks": 0, "next_task": None},
+    ]  # ClearML's QueueEntry
     assert entry["task"] is None
     assert entry["register_time"]
     assert entry["user"]["id"] and entry["company"]["id"]
@@ -100,11 +103,14 @@ def test_status_report_keeps_the_latest_sample_and_shows_the_task(api: Session) 
                                        "queue": queue_id})
     entry = _workers(api, f"^{worker}$")[worker]
     assert entry["machine_stats"] == second  # the latest sample, not a merge with the first
+    # ClearML's CurrentTaskEntry and QueueEntry objects (clearml's Worker model reads them)
+    assert set(entry["task"]) == {"id", "name", "running_time", "last_iteration"}
     assert entry["task"]["id"] == task_id
     assert entry["task"]["name"] == task_name
     assert entry["task"]["last_iteration"] == 0
-    assert entry["task"]["started"]
-    assert entry["queue"] == queue_id
+    assert 0 <= entry["task"]["running_time"] < 600_000  # milliseconds since it started
+    assert entry["queue"]["id"] == queue_id and entry["queue"]["name"]
+    assert entry["project"] is None  # the task has none
     assert entry["last_report_time"]
     assert entry["queues"][0]["id"] == queue_id  # a report without `queues` keeps them
     task = api.call("tasks.get_by_id", {"task": task_id})["task"]
@@ -148,7 +154,8 @@ def test_status_report_about_an_unknown_task_is_accepted(api: Session) -> None:
     worker = _unique("agent")
     api.call("workers.status_report", {"worker": worker, "machine_stats": {},
                                        "task": "0" * 32})
-    assert _workers(api, f"^{worker}$")[worker]["task"] == {"id": "0" * 32}
+    assert _workers(api, f"^{worker}$")[worker]["task"] == {
+        "id": "0" * 32, "name": None, "running_time": None, "last_iteration": None}
 
 
 def test_unregister_removes_the_worker(api: Session) -> None:
@@ -255,3 +262,30 @@ def test_runtime_property_with_expiry_0_is_deleted_and_bad_expiry_is_reported(
     assert "expiry" in data["errors"][0]["error"]
     props = api.call("workers.get_runtime_properties", {"worker": worker})["runtime_properties"]
     assert [(p["key"], p["value"]) for p in props] == [("keep", "x")]
+
+
+def test_a_busy_worker_answers_clearmls_objects(api: Session) -> None:
+    """clearml's Worker model (the SDK's APIClient, the autoscaler, HPO's resource report)
+    parses `queue` as a QueueEntry, `queues` as a list of them and `task` as a
+    CurrentTaskEntry; a bare id there crashed it."""
+    queue_id, queue_name = _queue(api)
+    project_name = _unique("wp")
+    project_id = api.call("projects.create", {"name": project_name})["id"]
+    task_name = _unique("busy")
+    task_id = api.call("tasks.create", {"name": task_name, "project": project_id})["id"]
+    api.call("tasks.started", {"task": task_id})
+    waiting_name = _unique("next")
+    waiting = api.call("tasks.create", {"name": waiting_name})["id"]
+    api.call("tasks.enqueue", {"task": waiting, "queue": queue_id})
+    worker = _unique("agent")
+    api.call("workers.register", {"worker": worker, "queues": [queue_name]})
+    api.call("workers.status_report", {"worker": worker, "machine_stats": {}, "task": task_id,
+                                       "queue": queue_name})  # a name, as some agents send
+    entry = _workers(api, f"^{worker}$")[worker]
+    queue_entry = {"id": queue_id, "name": queue_name, "num_tasks": 1,
+                   "next_task": {"id": waiting, "name": waiting_name}}
+    assert entry["queue"] == queue_entry
+    assert entry["queues"] == [queue_entry]
+    assert entry["task"]["id"] == task_id and entry["task"]["name"] == task_name
+    assert isinstance(entry["task"]["running_time"], int)
+    assert entry["project"] == {"id": project_id, "name": project_name}

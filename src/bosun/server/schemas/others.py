@@ -103,6 +103,9 @@ class ProjectFields(Body):
 class ProjectGetAll(Paging):
     id: Ids | None = None
     name: Line | None = None
+    parent: Ids | None = None
+    shallow_search: Flag | None = None
+    search_hidden: Flag | None = None
 
 
 # --- workers ---------------------------------------------------------------------------------

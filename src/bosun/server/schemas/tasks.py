@@ -16,6 +16,7 @@ from bosun.server.schemas.types import (
     Listing,
     ManyTasks,
     Name,
+    Number,
     Object,
     Objects,
     StatusChange,
@@ -23,6 +24,7 @@ from bosun.server.schemas.types import (
     Tags,
     TaskRef,
     Text,
+    Times,
 )
 
 Kind = Annotated[StrictStr, Field(max_length=64)]  # training, testing, ... (a short column)
@@ -54,6 +56,9 @@ class Execution(Body):
 
 class Output(Body):
     destination: Line | None = None
+    model: Id | None = None
+    result: Line | None = None
+    error: Line | None = None
 
 
 # section -> name -> {section, name, value, type, description}
@@ -84,6 +89,7 @@ class TaskFields(Body):
     runtime: Object = None  # type: ignore[assignment]
     models: Models = None  # type: ignore[assignment]
     output: Output = None  # type: ignore[assignment]
+    output_dest: Line | None = None  # the SDK's way to set output.destination
     last_metrics: LastMetrics = None  # type: ignore[assignment]
     last_iteration: Integer = None  # type: ignore[assignment]
     status_reason: Line | None = None
@@ -108,12 +114,47 @@ class Clone(TaskRef):
     execution_overrides: Object | None = None
 
 
+class MultiField(Body):
+    """`_any_` / `_all_`: a pattern searched in each field, or a time condition on each."""
+
+    fields: Strings | None = None
+    pattern: Line | None = None
+    datetime: Times | None = None
+
+
+# A numeric range [low, high] (ClearML takes numbers given as strings too).
+Bounds = list[Number | Line | None]
+
+
 class GetAll(Listing):
+    """The typed filters; keys with dots (last_metrics.*, hyperparams.*, runtime.*) are checked
+    by the handler, which also refuses any key it does not know."""
+
     status: Strings | None = None
     project: Ids | None = None
     type: Strings | None = None
     user: Strings | None = None
+    parent: Ids | None = None
+    comment: Line | None = None
+    search_text: Line | None = None
     search_hidden: Flag | None = None
+    status_changed: Times | None = None
+    last_update: Times | None = None
+    last_change: Times | None = None
+    created: Times | None = None
+    started: Times | None = None
+    completed: Times | None = None
+    published: Times | None = None
+    last_iteration: Bounds | None = None
+    any_: MultiField | None = Field(None, alias="_any_")
+    all_: MultiField | None = Field(None, alias="_all_")
+    or_: MultiField | None = Field(None, alias="_or_")
+    and_: MultiField | None = Field(None, alias="_and_")
+    execution_queue: Ids | None = Field(None, alias="execution.queue")
+    scroll_id: Line | None = None
+    refresh_scroll: Flag | None = None
+    pipeline_project: Strings | None = None
+    task_types: Strings | None = None
 
 
 class Enqueue(StatusChange):
@@ -133,8 +174,11 @@ class Publish(StatusChange):
     publish_model: Flag | None = None
 
 
-class Delete(TaskRef):
-    force: Flag | None = None
+class Delete(StatusChange):
+    delete_output_models: Flag | None = None
+    return_file_urls: Flag | None = None
+    move_to_trash: Flag | None = None
+    delete_external_artifacts: Flag | None = None
 
 
 class Requirements(TaskRef):

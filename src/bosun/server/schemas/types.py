@@ -33,6 +33,8 @@ Tag = Annotated[StrictStr, Field(max_length=TAG_LENGTH)]
 Ids = Annotated[list[Id], BeforeValidator(_one_or_many)]
 Tags = Annotated[list[Tag], BeforeValidator(_one_or_many)]
 Strings = Annotated[list[Line], BeforeValidator(_one_or_many)]
+# ClearML's time conditions (">=2026-12-05T10:00:00", or a [low, high] range with nulls).
+Times = Annotated[list[Line | None], BeforeValidator(_one_or_many)]
 Flag = StrictBool
 Count = Annotated[int, Field(strict=True, ge=0, le=BIG)]
 Integer = Annotated[int, Field(strict=True, ge=-BIG, le=BIG)]

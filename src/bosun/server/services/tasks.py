@@ -11,16 +11,12 @@ from sqlalchemy.engine import Connection
 
 from bosun.api import errors
 from bosun.api.ids import new_id
-from bosun.server import event_streams
 from bosun.server import task_status as st
 from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required, str_list
-from bosun.server.filters import where_in, where_name
-from bosun.server.projection import project
-from bosun.server.services import queues
 from bosun.server.store.schema import projects
 from bosun.server.store.schema import tasks as tasks_table
-from bosun.server.tags import TagFilter, join_tags
+from bosun.server.tags import join_tags
 from bosun.server.timestamps import now_iso
 
 # Fields the server owns: a client can not set them through create or edit.
@@ -33,15 +29,6 @@ SERVER_FIELDS = frozenset({
 # Embedded documents that `tasks.edit` merges one level deep; others are replaced whole.
 MERGED_FIELDS = frozenset({"script", "execution", "container", "output", "models"})
 DEVELOPMENT_TAG = "development"
-
-ORDER_COLUMNS = {
-    "id": tasks_table.c.id, "name": tasks_table.c.name, "status": tasks_table.c.status,
-    "type": tasks_table.c.type, "created": tasks_table.c.created,
-    "started": tasks_table.c.started, "completed": tasks_table.c.completed,
-    "last_update": tasks_table.c.last_update, "last_change": tasks_table.c.last_update,
-    "project": tasks_table.c.project, "user": tasks_table.c.user_id,
-}
-
 
 # --- storage ---------------------------------------------------------------------------------
 
@@ -156,14 +143,56 @@ def new_doc(call: Call, name: str) -> dict[str, Any]:
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:
-    """A task as the clients read it: fields they iterate over are never missing."""
-    return {"last_metrics": {}, **doc}
+    """A task as the clients read it: fields they iterate over are never missing (the SDK's
+    Task.delete and PipelineDecorator do `for a in execution["artifacts"]`), and the output
+    destination is where ClearML keeps it."""
+    out = {"last_metrics": {}, **doc}
+    execution = out.get("execution")
+    execution = dict(execution) if isinstance(execution, dict) else {}
+    if not isinstance(execution.get("artifacts"), list):
+        execution["artifacts"] = []
+    out["execution"] = execution
+    return normalize_output(out)
+
+
+def normalize_output(doc: dict[str, Any]) -> dict[str, Any]:
+    """ClearML keeps the output destination in `output.destination` (what the SDK's
+    `task.output_uri` reads back). Older bosun versions stored a client's `output_dest` as
+    it came: such a document is read (and saved again) the new way."""
+    if "output_dest" not in doc:
+        return doc
+    legacy = doc.pop("output_dest")
+    output = doc.get("output")
+    output = dict(output) if isinstance(output, dict) else {}
+    if isinstance(legacy, str) and output.get("destination") is None:
+        output["destination"] = legacy
+    doc["output"] = output
+    return doc
+
+
+def _output_dest(fields: dict[str, Any], doc: dict[str, Any]) -> None:
+    """tasks.create / tasks.edit `output_dest` (the SDK's way to set the output URI) goes to
+    `output.destination`, beside the rest of `output`; it wins over `output.destination`
+    sent in the same call, as in ClearML."""
+    if "output_dest" not in fields:
+        return
+    destination = fields.pop("output_dest")
+    if destination is None:
+        return
+    output = fields.get("output")
+    if not isinstance(output, dict):
+        output = doc.get("output")
+    output = dict(output) if isinstance(output, dict) else {}
+    output["destination"] = destination
+    fields["output"] = output
 
 
 def create(call: Call) -> dict[str, Any]:
     name = required(call.body, "name", str)
     doc = new_doc(call, name)
-    doc.update(_client_fields(call.body))
+    fields = _client_fields(call.body)
+    _output_dest(fields, doc)
+    doc.update(fields)
     with call.store.write() as conn:
         _check_project(conn, doc.get("project"))
         insert(conn, doc)
@@ -174,44 +203,6 @@ def get_by_id(call: Call) -> dict[str, Any]:
     task_id = required(call.body, "task", str)
     with call.store.read() as conn:
         return {"task": public(load(conn, task_id))}
-
-
-def _order_by(body: dict[str, Any]) -> list[sa.ColumnElement[Any]]:
-    order = []
-    for item in str_list(body, "order_by") or []:
-        descending = item.startswith("-")
-        column = ORDER_COLUMNS.get(item.lstrip("-+"))
-        if column is not None:  # ordering by an unindexed field is ignored, not an error
-            order.append(column.desc() if descending else column.asc())
-    return order or [tasks_table.c.created.desc()]
-
-
-def get_all(call: Call) -> dict[str, Any]:
-    body = call.body
-    query = sa.select(tasks_table.c.doc)
-    query = where_in(query, body, (
-        ("id", tasks_table.c.id), ("status", tasks_table.c.status),
-        ("project", tasks_table.c.project), ("type", tasks_table.c.type),
-        ("user", tasks_table.c.user_id)))
-    query = where_name(query, body, tasks_table.c.name, sqlite=call.store.is_sqlite,
-                       ignore_case=True)
-    for field, column in (("tags", tasks_table.c.tags),
-                          ("system_tags", tasks_table.c.system_tags)):
-        wanted = str_list(body, field)
-        if wanted:
-            clause = TagFilter.parse(wanted).clause(column)
-            if clause is not None:
-                query = query.where(clause)
-    if not flag(body, "search_hidden"):
-        query = query.where(~tasks_table.c.system_tags.contains("\x1fhidden\x1f"))
-    query = query.order_by(*_order_by(body), tasks_table.c.id)
-    page_size = optional(body, "page_size", int, 0) or optional(body, "size", int, 0)
-    if page_size > 0:
-        page = optional(body, "page", int, 0)
-        query = query.limit(page_size).offset(max(page, 0) * page_size)
-    only = str_list(body, "only_fields")
-    with call.store.read() as conn:
-        return {"tasks": [project(public(r.doc), only) for r in conn.execute(query)]}
 
 
 # --- edit / clone / delete -------------------------------------------------------------------
@@ -229,8 +220,9 @@ def edit(call: Call) -> dict[str, Any]:
     task_id = required(call.body, "task", str)
     changes = _client_fields(call.body)
     with call.store.write() as conn:
-        doc = load(conn, task_id, for_update=True)
+        doc = normalize_output(load(conn, task_id, for_update=True))
         _editable(doc, flag(call.body, "force"))
+        _output_dest(changes, doc)
         if "project" in changes:
             _check_project(conn, changes["project"])
         for key, value in changes.items():
@@ -254,6 +246,9 @@ def clone(call: Call) -> dict[str, Any]:
                     "configuration", "container", "models"):
             if key in source:
                 doc[key] = copy.deepcopy(source[key])
+        destination = (normalize_output(dict(source)).get("output") or {}).get("destination")
+        if destination is not None:  # as ClearML: a clone writes where its source did
+            doc["output"] = {"destination": destination}
         execution = without_outputs(copy.deepcopy(source.get("execution") or {}))
         execution.pop("queue", None)
         execution.update(optional(body, "execution_overrides", dict, {}))
@@ -281,24 +276,6 @@ def without_outputs(execution: dict[str, Any]) -> dict[str, Any]:
         execution["artifacts"] = [a for a in execution["artifacts"] or []
                                   if isinstance(a, dict) and a.get("mode") == "input"]
     return execution
-
-
-def delete(call: Call) -> dict[str, Any]:
-    task_id = required(call.body, "task", str)
-    force = flag(call.body, "force")
-    with call.store.write() as conn:
-        doc = load(conn, task_id, for_update=True)
-        archived = "archived" in doc.get("system_tags", [])
-        if doc["status"] != st.CREATED and not archived and not force:
-            raise errors.TaskCannotBeDeleted(
-                f"task is {doc['status']}: only a created task can be deleted (use force=true)",
-                status=doc["status"],
-            )
-        queues.remove_task_entries(conn, task_id)
-        removed_events = event_streams.delete_for_task(conn, task_id)
-        conn.execute(tasks_table.delete().where(tasks_table.c.id == task_id))
-    return {"deleted": 1, "updated_children": 0, "updated_models": 0,
-            "events": {"deleted": removed_events}, "urls": {}}
 
 
 def set_requirements(call: Call) -> dict[str, Any]:
@@ -535,8 +512,8 @@ def delete_configuration(call: Call) -> dict[str, Any]:
 
 
 ACTIONS = {
-    "create": create, "get_by_id": get_by_id, "get_all": get_all, "edit": edit,
-    "clone": clone, "delete": delete, "set_requirements": set_requirements,
+    "create": create, "get_by_id": get_by_id, "edit": edit,
+    "clone": clone, "set_requirements": set_requirements,
     "get_hyper_params": get_hyper_params, "edit_hyper_params": edit_hyper_params,
     "get_configurations": get_configurations, "edit_configuration": edit_configuration,
     "delete_hyper_params": delete_hyper_params, "delete_configuration": delete_configuration,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,7 +14,13 @@ from bosun.server import handout, recovery, task_status, user_regex
 from bosun.server.call import Call
 from bosun.server.fields import flag, optional, required, str_list
 from bosun.server.services import tasks as tasks_service
-from bosun.server.store.schema import queue_entries, queues, runtime_properties, workers
+from bosun.server.store.schema import (
+    projects,
+    queue_entries,
+    queues,
+    runtime_properties,
+    workers,
+)
 from bosun.server.timestamps import now_iso
 
 
@@ -102,8 +109,9 @@ def status_report(call: Call) -> dict[str, Any]:
     with call.store.write() as conn:
         doc = _load(conn, worker_id) or _new_doc(call, worker_id)
         now = now_iso()
+        queue = optional(body, "queue", str, "")
         doc.update(last_activity_time=now, last_report_time=now, machine_stats=stats,
-                   task=task_id or None, queue=optional(body, "queue", str, "") or None)
+                   task=task_id or None, queue=_queue_ids(conn, [queue])[0] if queue else None)
         if body.get("queues") is not None:
             doc["queues"] = _queue_ids(conn, str_list(body, "queues") or [])
         if body.get("tags") is not None:
@@ -126,24 +134,58 @@ def _mark_task(conn: Connection, task_id: str, worker_id: str, now: str) -> None
     tasks_service.save(conn, task)
 
 
+def _queue_entry(conn: Connection, queue_id: str) -> dict[str, Any]:
+    """ClearML's QueueEntry: {id, name, num_tasks, next_task: {id, name}}."""
+    row = conn.execute(sa.select(queues.c.name).where(queues.c.id == queue_id)).first()
+    count = conn.execute(sa.select(sa.func.count()).select_from(queue_entries)
+                         .where(queue_entries.c.queue == queue_id)).scalar_one()
+    entry: dict[str, Any] = {"id": queue_id, "name": row.name if row else queue_id,
+                             "num_tasks": count, "next_task": None}
+    first = conn.execute(sa.select(queue_entries.c.task).where(
+        queue_entries.c.queue == queue_id).order_by(queue_entries.c.position,
+                                                    queue_entries.c.seq).limit(1)).first()
+    if first is not None:
+        task = tasks_service.find(conn, first.task)
+        entry["next_task"] = {"id": first.task, "name": task.get("name") if task else None}
+    return entry
+
+
+def _running_ms(started: Any) -> int:
+    """Milliseconds since the task started; 0 for one that has not (as ClearML)."""
+    try:
+        begun = datetime.fromisoformat(started)
+    except (TypeError, ValueError):
+        return 0
+    return max(int((datetime.now(UTC) - begun).total_seconds() * 1000), 0)
+
+
 def _public(conn: Connection, doc: dict[str, Any]) -> dict[str, Any]:
+    """A worker as ClearML answers it (clearml's Worker model): `queues` and `queue` are
+    QueueEntry objects, `task` a CurrentTaskEntry {id, name, running_time (ms),
+    last_iteration}, `project` the running task's {id, name}. The ids are what is stored."""
     out = dict(doc)
-    queue_docs = []
-    for queue_id in doc.get("queues") or []:
-        row = conn.execute(sa.select(queues.c.name).where(queues.c.id == queue_id)).first()
-        count = conn.execute(sa.select(sa.func.count()).select_from(queue_entries)
-                             .where(queue_entries.c.queue == queue_id)).scalar_one()
-        queue_docs.append({"id": queue_id, "name": row.name if row else queue_id,
-                           "num_tasks": count})
-    out["queues"] = queue_docs
-    if doc.get("task"):
-        try:
-            task = tasks_service.load(conn, doc["task"])
-            out["task"] = {"id": task["id"], "name": task["name"],
-                           "last_iteration": task.get("last_iteration", 0),
-                           "started": task.get("started")}
-        except errors.ApiError:
-            out["task"] = {"id": doc["task"]}
+    out["queues"] = [_queue_entry(conn, q) for q in doc.get("queues") or []
+                     if isinstance(q, str)]
+    queue = doc.get("queue")
+    out["queue"] = _queue_entry(conn, queue) if isinstance(queue, str) and queue else None
+    out["project"] = None
+    task_id = doc.get("task")
+    if isinstance(task_id, str) and task_id:
+        task = tasks_service.find(conn, task_id)
+        if task is None:
+            out["task"] = {"id": task_id, "name": None, "running_time": None,
+                           "last_iteration": None}
+        else:
+            out["task"] = {"id": task_id, "name": task.get("name"),
+                           "running_time": _running_ms(task.get("started")),
+                           "last_iteration": task.get("last_iteration", 0)}
+            project_id = task.get("project")
+            if project_id:
+                row = conn.execute(sa.select(projects.c.name)
+                                   .where(projects.c.id == project_id)).first()
+                out["project"] = {"id": project_id, "name": row.name if row else None}
+    else:
+        out["task"] = None
     return out
 
 
