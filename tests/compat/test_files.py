@@ -43,7 +43,7 @@ task.close()
 
 FETCH = """\
 import hashlib, os
-from clearml import InputModel, Task
+from clearml import Task
 task = Task.get_task(task_id={task_id!r})
 print("PARAMS=" + repr(task.artifacts["params"].get()))
 blob = task.artifacts["blob"].get_local_copy()
@@ -52,8 +52,9 @@ folder = task.artifacts["folder"].get_local_copy()
 print("FOLDER=" + repr(sorted(os.path.relpath(os.path.join(d, f), folder)
                                for d, _, fs in os.walk(folder) for f in fs)))
 print("B_SIZE=" + str(os.path.getsize(os.path.join(folder, "sub", "b.bin"))))
-model = InputModel(model_id=task.models["output"][-1].id)
-print("WEIGHTS_SHA=" + hashlib.sha256(open(model.get_local_copy(), "rb").read()).hexdigest())
+from clearml import StorageManager
+weights = StorageManager.get_local_copy({model_url!r})
+print("WEIGHTS_SHA=" + hashlib.sha256(open(weights, "rb").read()).hexdigest())
 samples = task.get_debug_samples("samples", "red")
 print("SAMPLES=" + str(len(samples)))
 from clearml import StorageManager
@@ -115,7 +116,8 @@ def test_artifacts_models_and_debug_images_round_trip_and_go_with_the_task(
 
     fetch_dir = tmp_path / "other"
     fetch_dir.mkdir()
-    fetched = run_sdk(clients, compat_server, fetch_dir, "fetch.py", FETCH.format(task_id=task_id))
+    fetched = run_sdk(clients, compat_server, fetch_dir, "fetch.py", FETCH.format(task_id=task_id,
+                                                      model_url=marker(out, "MODEL_URL")))
     assert marker(fetched, "PARAMS") == "{'layers': [1, 2], 'lr': 0.1}"  # stored as JSON
     assert marker(fetched, "BLOB_SHA") == _sha(tmp_path / "blob.bin")
     assert marker(fetched, "FOLDER") == "['a.txt', 'sub/b.bin']"
