@@ -19,16 +19,20 @@ from tests.support.server_process import ServerProcess
 pytestmark = pytest.mark.slow
 
 
+def _root_step(step: list[str], what: str) -> None:
+    """Runs a step that needs root: a failure fails the test under CI, else skips it."""
+    made = subprocess.run(step, capture_output=True, text=True)
+    if made.returncode != 0:
+        if os.environ.get("CI"):
+            raise RuntimeError(f"{step[0]} failed under CI: {made.stderr}")
+        pytest.skip(f"can not make {what} here (needs root): {made.stderr.strip()}")
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "disk"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if made.returncode != 0:
-        if os.environ.get("CI"):
-            raise RuntimeError(f"mount tmpfs failed under CI: {made.stderr}")
-        pytest.skip(f"can not mount a tmpfs here (needs root): {made.stderr.strip()}")
+    _root_step(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], "a tmpfs")
     try:
         yield mount
     finally:
@@ -47,13 +51,8 @@ def ext4_disk(tmp_path: Path) -> Iterator[Path]:
     mount.mkdir()
     with image.open("wb") as f:
         f.truncate(32 * 1024 * 1024)
-    steps = (["mkfs.ext4", "-q", str(image)], ["mount", "-o", "loop", str(image), str(mount)])
-    for step in steps:
-        made = subprocess.run(step, capture_output=True, text=True)
-        if made.returncode != 0:
-            if os.environ.get("CI"):
-                raise RuntimeError(f"{step[0]} failed under CI: {made.stderr}")
-            pytest.skip(f"can not make a loop-mounted ext4 here (needs root): {made.stderr}")
+    _root_step(["mkfs.ext4", "-q", str(image)], "an ext4 file system")
+    _root_step(["mount", "-o", "loop", str(image), str(mount)], "a loop-mounted ext4")
     try:
         yield mount
     finally:
